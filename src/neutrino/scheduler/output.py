@@ -41,5 +41,8 @@ class ModelRunnerOutput:
     sampled_token_ids: dict[str, int] = field(default_factory=dict)
     # request_id -> (logprob of the sampled token, [(token_id, logprob), ...] top-k) when requested
     logprobs: dict[str, tuple[float, list[tuple[int, float]]]] = field(default_factory=dict)
-    # request_id -> per prompt position: (token_id, logprob, top-k list) for positions computed this step
-    prompt_logprobs: dict[str, list[tuple[int, float, list[tuple[int, float]]]]] = field(default_factory=dict)
+    # request_id -> (first prompt position covered, [(token_id, logprob, top-k list), ...]) for the prompt
+    # tokens whose logits were computed this step
+    prompt_logprobs: dict[str, tuple[int, list[tuple[int, float, list[tuple[int, float]]]]]] = field(
+        default_factory=dict
+    )

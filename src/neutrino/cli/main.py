@@ -1,0 +1,38 @@
+"""`neutrino` command line: generate, chat, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from neutrino.errors import NeutrinoError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from neutrino.cli import bench, generate
+
+    parser = argparse.ArgumentParser(prog="neutrino", description="Neutrino LLM inference engine")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log engine details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    generate.register(sub)
+    bench.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(ns.func(ns) or 0)
+    except NeutrinoError as exc:
+        print(f"neutrino: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Per-step attention metadata built by the model runner from a SchedulerOutput."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class AttentionMetadata:
+    """Describes the flat batch: sequence i owns query tokens [query_start_loc[i], query_start_loc[i+1])."""
+
+    slot_mapping: torch.Tensor  # [num_tokens] int64: KV cache slot (block_id * block_size + offset) per token
+    query_start_loc: list[int]  # [num_seqs + 1] offsets of each sequence's tokens in the flat batch
+    seq_lens: list[int]  # [num_seqs] context length of each sequence after this step
+    block_tables: torch.Tensor  # [num_seqs, max_num_blocks] int64, padded with 0
+    seq_lens_tensor: torch.Tensor  # [num_seqs] int64, same as seq_lens
+    block_size: int
+    decode_only: bool  # every sequence has exactly one query token
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.seq_lens)

@@ -1,0 +1,44 @@
+"""The QuantMethod interface: how a linear layer creates, post-processes and applies its weights."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+
+class QuantMethod(ABC):
+    """Owns the weight format of a linear layer; a new format is one new subclass."""
+
+    @abstractmethod
+    def create_weights(
+        self, layer: nn.Module, in_features: int, out_features: int, bias: bool, dtype: torch.dtype
+    ) -> None:
+        """Register the layer's parameters (with a `weight_loader` attribute each)."""
+
+    def process_weights_after_loading(self, layer: nn.Module) -> None:
+        """Repack loaded weights into the kernel's preferred layout (no-op by default)."""
+
+    @abstractmethod
+    def apply(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Compute `x @ W^T + b` for x of shape [num_tokens, in_features]."""
+
+
+class UnquantizedLinearMethod(QuantMethod):
+    """Dense weights in the model dtype through `F.linear` (oneDNN/AMX for bf16 on CPU)."""
+
+    def create_weights(
+        self, layer: nn.Module, in_features: int, out_features: int, bias: bool, dtype: torch.dtype
+    ) -> None:
+        weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype), requires_grad=False)
+        layer.register_parameter("weight", weight)
+        if bias:
+            layer.register_parameter(
+                "bias", nn.Parameter(torch.zeros(out_features, dtype=dtype), requires_grad=False)
+            )
+        else:
+            layer.register_parameter("bias", None)
+
+    def apply(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, layer.weight, layer.bias)

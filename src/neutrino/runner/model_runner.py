@@ -1,0 +1,119 @@
+"""Owns the model and the KV cache tensors on the device; runs one scheduled step."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import torch
+
+from neutrino.config import CacheConfig, ModelConfig
+from neutrino.errors import ConfigError
+from neutrino.layers.attention.backend import ATTENTION_BACKENDS
+from neutrino.models.base import CausalLM
+from neutrino.models.registry import get_model_class
+from neutrino.request import Request
+from neutrino.runner.input_batch import InputBatch, build_input_batch
+from neutrino.sample.prompt_logprobs import compute_prompt_logprobs
+from neutrino.sample.sampler import Sampler
+from neutrino.scheduler.output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
+
+logger = logging.getLogger(__name__)
+
+
+def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+    """Bytes one block of K and V takes across all layers."""
+    elem = torch.empty((), dtype=dtype).element_size()
+    return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim * elem
+
+
+class ModelRunner:
+    """Builds the model, loads weights, allocates the paged KV cache and executes SchedulerOutputs."""
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        weights: Iterable[tuple[str, torch.Tensor]],
+        cache_config: CacheConfig,
+        max_model_len: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        attention_backend: str = "torch",
+        source: str = "checkpoint",
+        seed: int = 0,
+    ) -> None:
+        self.model_config = model_config
+        self.device, self.dtype = device, dtype
+        self.block_size = cache_config.block_size
+        backend = ATTENTION_BACKENDS.get(attention_backend)()
+        model_cls = get_model_class(model_config.architecture)
+        with torch.device(device):
+            self.model: CausalLM = model_cls(model_config, dtype, backend, max_model_len)
+        self.model.load_weights(weights, source)
+        self.model.eval()
+        self.num_blocks = self._num_blocks(cache_config)
+        shape = (2, self.num_blocks, self.block_size, model_config.num_key_value_heads, model_config.head_dim)
+        self.kv_caches = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(model_config.num_hidden_layers)]
+        self.sampler = Sampler(seed)
+
+    def _num_blocks(self, cache_config: CacheConfig) -> int:
+        if cache_config.num_blocks is not None:
+            return cache_config.num_blocks
+        per_block = kv_bytes_per_block(self.model_config, self.block_size, self.dtype)
+        n = cache_config.kv_cache_memory // per_block
+        if n < 2:
+            raise ConfigError(
+                f"kv_cache_memory={cache_config.kv_cache_memory} bytes holds {n} blocks of {per_block} bytes; "
+                "expected room for at least 2 blocks"
+            )
+        return int(n)
+
+    @torch.inference_mode()
+    def execute(self, out: SchedulerOutput, requests: dict[str, Request]) -> ModelRunnerOutput:
+        """Run the forward pass for every scheduled token, then sample where requested."""
+        batch = build_input_batch(out, self.block_size, self.device)
+        hidden = self.model(batch.input_ids, batch.positions, self.kv_caches, batch.meta)  # [T, hidden]
+        result = ModelRunnerOutput()
+        if batch.sample_indices:
+            self._sample(hidden, batch, requests, result)
+        for i, sched in enumerate(out.scheduled):
+            if sched.prompt_logprobs_start is not None:
+                self._prompt_logprobs(hidden, batch, i, sched, requests[sched.request_id], result)
+        return result
+
+    @torch.inference_mode()
+    def score(self, token_ids: list[int]) -> torch.Tensor:
+        """Float32 logits [len(token_ids), vocab] of one sequence, computed in a private KV cache
+        (for evaluation and tests; does not touch the serving cache)."""
+        num_blocks = -(-len(token_ids) // self.block_size)
+        cfg = self.model_config
+        shape = (2, num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
+        caches = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(cfg.num_hidden_layers)]
+        sched = ScheduledRequest("score", list(token_ids), 0, list(range(num_blocks)), sample=False)
+        batch = build_input_batch(SchedulerOutput([sched], len(token_ids)), self.block_size, self.device)
+        hidden = self.model(batch.input_ids, batch.positions, caches, batch.meta)
+        return self.model.compute_logits(hidden)
+
+    def _sample(self, hidden, batch: InputBatch, requests, result: ModelRunnerOutput) -> None:
+        idx = torch.tensor(batch.sample_indices, device=hidden.device)
+        logits = self.model.compute_logits(hidden[idx])  # [num_sampled, vocab] float32
+        reqs = [requests[rid] for rid in batch.sample_request_ids]
+        sampled = self.sampler(logits, reqs)
+        for rid, token, lp in zip(batch.sample_request_ids, sampled.token_ids, sampled.logprobs, strict=True):
+            result.sampled_token_ids[rid] = token
+            if lp is not None:
+                result.logprobs[rid] = lp
+
+    def _prompt_logprobs(self, hidden, batch: InputBatch, i: int, sched: ScheduledRequest, req: Request,
+                         result: ModelRunnerOutput) -> None:
+        """Logprobs of prompt tokens p+1 for logits positions p computed in this step and still owed."""
+        computed = sched.num_computed_tokens
+        first = max(sched.prompt_logprobs_start or 0, computed)
+        last = min(computed + len(sched.token_ids), req.num_prompt_tokens - 1)  # exclusive
+        if last <= first:
+            return
+        base = batch.meta.query_start_loc[i] + first - computed
+        logits = self.model.compute_logits(hidden[base : base + last - first])  # [n, vocab]
+        targets = req.prompt_token_ids[first + 1 : last + 1]
+        k = req.sampling_params.prompt_logprobs or 0
+        result.prompt_logprobs[sched.request_id] = (first + 1, compute_prompt_logprobs(logits, targets, k))
