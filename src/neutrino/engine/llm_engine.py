@@ -177,7 +177,11 @@ class LLMEngine:
             if lp is not None and child.logprobs is not None:
                 child.logprobs.append(TokenLogprob(token, lp[0], lp[1]))
                 child.cumulative_logprob += lp[0]
-            delta, stop = child.detokenizer.update([token])
+            # Like vLLM: a stop token (EOS or stop_token_ids) stays in token_ids but not in the text.
+            stopped_by_token = (req.status == RequestStatus.FINISHED_STOPPED
+                                and not isinstance(req.stop_reason, str)
+                                and not req.sampling_params.include_stop_str_in_output)
+            delta, stop = child.detokenizer.update([] if stopped_by_token else [token])
             child.delta_text += delta
             if stop is not None and not req.is_finished:
                 req.stop_reason = stop

@@ -51,12 +51,17 @@ class CausalLM(nn.Module):
         missing = sorted(set(params) - loaded - self._optional_params())
         if missing:
             raise CheckpointError(f"{source}: missing tensors for {missing[:8]}{'...' if len(missing) > 8 else ''}")
+        self.tie_weights()
         for module in self.modules():
             if isinstance(module, Linear):
                 module.quant_method.process_weights_after_loading(module)
 
     def _optional_params(self) -> set[str]:
+        """Parameters a checkpoint may omit (e.g. a tied lm_head)."""
         return set()
+
+    def tie_weights(self) -> None:
+        """Called after loading, before weights are repacked (e.g. copy tied embeddings into lm_head)."""
 
     def _load_one(self, name: str, tensor: torch.Tensor, params: dict, source: str) -> str:
         for fused, part, shard in self.stacked_params:

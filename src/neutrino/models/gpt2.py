@@ -52,6 +52,7 @@ class GPT2LMHeadModel(CausalLM):
         self.wpe = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size, dtype=dtype)
         self.h = nn.ModuleList(GPT2Block(cfg, dtype, backend, f"transformer.h.{i}") for i in range(cfg.num_hidden_layers))
         self.ln_f = nn.LayerNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, False, dtype, prefix="lm_head")
         self.requires_grad_(False)
 
     def forward(self, input_ids, positions, kv_caches, meta: AttentionMetadata):
@@ -61,12 +62,21 @@ class GPT2LMHeadModel(CausalLM):
         return self.ln_f(hidden)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(hidden, self.wte.weight).float()
+        return self.lm_head(hidden).float()
+
+    def _optional_params(self) -> set[str]:
+        return {"lm_head.weight"} if self.config.tie_word_embeddings else set()
+
+    def tie_weights(self) -> None:
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight.data = self.wte.weight.data
 
     def map_name(self, name, tensor):
         if name.startswith("transformer."):
             name = name[len("transformer."):]
-        if name == "lm_head.weight" or name.endswith(".attn.bias") or name.endswith(".attn.masked_bias"):
+        if name == "lm_head.weight":
+            return None if self.config.tie_word_embeddings else (name, tensor)
+        if name.endswith(".attn.bias") or name.endswith(".attn.masked_bias"):
             return None  # tied head; causal-mask buffers of old checkpoints
         if name.endswith(_CONV1D):
             tensor = tensor.t()  # HF Conv1D stores [in, out]

@@ -32,14 +32,14 @@ class LlamaAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.backend = backend
 
-    def forward(self, positions, hidden, kv_cache, meta, rotary):
+    def forward(self, cos_sin, hidden, kv_cache, meta, rotary):
         q, k, v = self.qkv_proj(hidden).split(self.splits, dim=-1)
         q = q.view(-1, self.num_heads, self.head_dim)  # [T, Hq, D]
         k = k.view(-1, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = rotary(positions, q, k)
+        q, k = rotary.apply(q, cos_sin), rotary.apply(k, cos_sin)
         out = self.backend.forward(q, k, v, kv_cache, meta, self.scale)  # [T, Hq, D]
         return self.o_proj(out.reshape(out.shape[0], -1))
 
@@ -67,8 +67,8 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
 
-    def forward(self, positions, hidden, kv_cache, meta, rotary):
-        hidden = hidden + self.self_attn(positions, self.input_layernorm(hidden), kv_cache, meta, rotary)
+    def forward(self, cos_sin, hidden, kv_cache, meta, rotary):
+        hidden = hidden + self.self_attn(cos_sin, self.input_layernorm(hidden), kv_cache, meta, rotary)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
 
 
@@ -94,25 +94,30 @@ class LlamaForCausalLM(CausalLM):
         )
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.rotary = RotaryEmbedding(cfg.head_dim, max_len, cfg.rope_theta, cfg.rope_scaling, dtype)
-        self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size, False, dtype,
-                                                                   prefix="lm_head")
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, False, dtype, prefix="lm_head")
 
     def forward(self, input_ids, positions, kv_caches, meta: AttentionMetadata):
         hidden = self.embed_tokens(input_ids)  # [T, hidden]
+        cos_sin = self.rotary.cos_sin(positions)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            hidden = layer(positions, hidden, kv_cache, meta, self.rotary)
+            hidden = layer(cos_sin, hidden, kv_cache, meta, self.rotary)
         return self.norm(hidden)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.lm_head is None:
-            return nn.functional.linear(hidden, self.embed_tokens.weight).float()
         return self.lm_head(hidden).float()
+
+    def _optional_params(self) -> set[str]:
+        return {"lm_head.weight"} if self.config.tie_word_embeddings else set()
+
+    def tie_weights(self) -> None:
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight.data = self.embed_tokens.weight.data
 
     def map_name(self, name, tensor):
         if "rotary_emb" in name:
             return None
         if name.startswith("model."):
             name = name[len("model."):]
-        if name == "lm_head.weight" and self.lm_head is None:
+        if name == "lm_head.weight" and self.config.tie_word_embeddings:
             return None  # tied: some checkpoints still store the copy
         return name, tensor

@@ -63,8 +63,10 @@ class Sampler:
     def _sample(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
         """The general path.  logits: [num_reqs, vocab] -> token ids [num_reqs]."""
         processed = _apply_row_processors(logits, requests)  # [num_reqs, vocab]
-        sampled = processed.argmax(dim=-1)  # [num_reqs]; kept for the greedy rows
         rows = [i for i, r in enumerate(requests) if not r.sampling_params.greedy]
+        if len(rows) == len(requests):  # no greedy row: skip the argmax and the row gather
+            return self._draw(_filtered_probs(processed, [r.sampling_params for r in requests]), requests)
+        sampled = processed.argmax(dim=-1)  # [num_reqs]; kept for the greedy rows
         if rows:
             index = torch.tensor(rows, dtype=torch.long, device=logits.device)
             sub_reqs = [requests[i] for i in rows]
@@ -162,7 +164,7 @@ def inverse_cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     probs: [rows, vocab] (zeros allowed, need not sum to 1); u: [rows] float64. The CDF is summed
     in float64 so tiny probabilities keep their share; a zero-probability token is never drawn.
     """
-    cdf = probs.double().cumsum(dim=-1)  # [rows, vocab]
+    cdf = probs.cumsum(dim=-1, dtype=torch.float64)  # [rows, vocab]
     total = cdf[:, -1:]  # [rows, 1]
     target = torch.minimum(u.unsqueeze(-1) * total, torch.nextafter(total, torch.zeros_like(total)))
     index = torch.searchsorted(cdf, target, right=True)  # [rows, 1] first index with cdf > target
