@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import random
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,45 @@ def test_flush_releases_held_text(tokenizer: Any) -> None:
     assert detok.output_text == text
     assert detok.flush() == "lazy"
     assert detok.flush() == ""
+
+
+# ---------------------------------------------------------------- randomised checks
+
+
+def test_random_token_streams_decode_exactly(tokenizer: Any) -> None:
+    rng = random.Random(0)
+    fragments = [i for i in range(17, 20000) if "\ufffd" in tokenizer.decode([i])]  # partial UTF-8
+    prompt = encode(tokenizer, "Hi there")
+    for _ in range(150):
+        n = rng.randrange(1, 30)
+        ids = [rng.choice(fragments) if rng.random() < 0.6 else rng.randrange(17, 49152) for _ in range(n)]
+        detok = IncrementalDetokenizer(tokenizer, prompt)
+        text = "".join(detok.update([t])[0] for t in ids) + detok.flush()
+        assert text == detok.output_text == tokenizer.decode(ids), ids
+
+
+def _expected_cut(text: str, stops: list[str], include: bool) -> tuple[str, str | None]:
+    """Reference: the occurrence ending first (the longer on a tie) ends the output."""
+    found = [(text.find(s) + len(s), -len(s), s) for s in stops if s in text]
+    if not found:
+        return text, None
+    end, neg_len, s = min(found)
+    return text[: end if include else end + neg_len], s
+
+
+def test_random_stop_strings_match_reference(tokenizer: Any) -> None:
+    rng = random.Random(1)
+    texts = [SENTENCE, *MULTIBYTE_TEXTS, "aaa abab ab ba aab, the the then them."]
+    for _ in range(200):
+        text = rng.choice(texts)
+        stops = []
+        for _ in range(rng.randrange(1, 4)):
+            start = rng.randrange(len(text))
+            stops.append(text[start : start + rng.randrange(1, 9)])
+        if rng.random() < 0.3:
+            stops.append("zzz")
+        include = rng.random() < 0.5
+        detok, deltas, stop = stream(tokenizer, text, stop=stops, include_stop_str_in_output=include)
+        out = "".join(deltas) + detok.flush()
+        assert (out, stop) == _expected_cut(text, stops, include), (text, stops, include)
+        assert detok.output_text == out
