@@ -46,6 +46,7 @@ def build_input_batch(out: SchedulerOutput, block_size: int, device: torch.devic
         if sched.sample:
             sample_indices.append(query_start_loc[-1] - 1)
             sample_ids.append(sched.request_id)
+    decode_only = query_start_loc[-1] == len(seq_lens)
     meta = AttentionMetadata(
         slot_mapping=torch.tensor(slots, dtype=torch.int64, device=device),
         query_start_loc=query_start_loc,
@@ -53,8 +54,10 @@ def build_input_batch(out: SchedulerOutput, block_size: int, device: torch.devic
         block_tables=tables.to(device),
         seq_lens_tensor=torch.tensor(seq_lens, dtype=torch.int64, device=device),
         block_size=block_size,
-        decode_only=query_start_loc[-1] == len(seq_lens),
+        decode_only=decode_only,
     )
+    if not decode_only:
+        _split_decodes(meta, tables, device)
     return InputBatch(
         input_ids=torch.tensor(input_ids, dtype=torch.int64, device=device),
         positions=torch.tensor(positions, dtype=torch.int64, device=device),
@@ -62,3 +65,16 @@ def build_input_batch(out: SchedulerOutput, block_size: int, device: torch.devic
         sample_indices=sample_indices,
         sample_request_ids=sample_ids,
     )
+
+
+def _split_decodes(meta: AttentionMetadata, tables: torch.Tensor, device: torch.device) -> None:
+    """Mark the one-token sequences of a mixed batch so attention runs them as one decode batch."""
+    qsl = meta.query_start_loc
+    decodes = [i for i in range(meta.num_seqs) if qsl[i + 1] - qsl[i] == 1]
+    meta.prefill_seqs = [i for i in range(meta.num_seqs) if qsl[i + 1] - qsl[i] > 1]
+    if not decodes:
+        return
+    idx = torch.tensor(decodes, dtype=torch.int64)
+    meta.decode_token_idx = torch.tensor([qsl[i] for i in decodes], dtype=torch.int64, device=device)
+    meta.decode_block_tables = tables[idx].to(device)
+    meta.decode_seq_lens = torch.tensor([meta.seq_lens[i] for i in decodes], dtype=torch.int64, device=device)

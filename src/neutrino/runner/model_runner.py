@@ -9,6 +9,7 @@ import torch
 
 from neutrino.config import CacheConfig, ModelConfig
 from neutrino.errors import ConfigError
+from neutrino.layers.attention import cpu_kernels
 from neutrino.layers.attention.backend import ATTENTION_BACKENDS
 from neutrino.models.base import CausalLM
 from neutrino.models.registry import get_model_class
@@ -55,6 +56,8 @@ class ModelRunner:
         shape = (2, self.num_blocks, self.block_size, model_config.num_key_value_heads, model_config.head_dim)
         self.kv_caches = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(model_config.num_hidden_layers)]
         self.sampler = Sampler(seed)
+        if device.type == "cpu":
+            cpu_kernels.warmup()  # compile/load the C++ decode kernel now, not during the first request
 
     def _num_blocks(self, cache_config: CacheConfig) -> int:
         if cache_config.num_blocks is not None:

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 import torch
 import torch.nn.functional as F
 
+from neutrino.layers.attention import cpu_kernels
 from neutrino.layers.attention.metadata import AttentionMetadata
 from neutrino.registry import Registry
 
@@ -33,7 +34,8 @@ ATTENTION_BACKENDS: Registry[type[AttentionBackend]] = Registry("attention backe
 @ATTENTION_BACKENDS.register("torch")
 class TorchPagedAttention(AttentionBackend):
     """Gathers each sequence's blocks and runs `scaled_dot_product_attention` (GQA without copies of K/V
-    per query head). Decode-only batches run as one padded, masked batch."""
+    per query head). Decode-only batches on CPU use the C++ paged kernel (`cpu_kernels.py`) when it is
+    available, otherwise they run as one padded, masked batch."""
 
     def forward(self, q, k, v, kv_cache, meta, scale):
         key_cache, value_cache = kv_cache[0], kv_cache[1]  # [num_blocks, block_size, Hkv, D]
@@ -44,7 +46,13 @@ class TorchPagedAttention(AttentionBackend):
         if meta.decode_only:
             return self._decode(q, key_cache, value_cache, meta, scale)
         out = torch.empty_like(q)
-        for i, seq_len in enumerate(meta.seq_lens):
+        if meta.decode_token_idx is not None and meta.decode_token_idx.numel():
+            sub = AttentionMetadata(meta.slot_mapping, [], [], meta.decode_block_tables, meta.decode_seq_lens,
+                                    meta.block_size, True)
+            out[meta.decode_token_idx] = self._decode(q[meta.decode_token_idx], key_cache, value_cache, sub, scale)
+        prefill = meta.prefill_seqs if meta.prefill_seqs is not None else range(meta.num_seqs)
+        for i in prefill:
+            seq_len = meta.seq_lens[i]
             start, end = meta.query_start_loc[i], meta.query_start_loc[i + 1]
             out[start:end] = self._prefill_one(q[start:end], k[start:end], v[start:end], i, seq_len,
                                                key_cache, value_cache, meta, scale)
@@ -69,9 +77,16 @@ class TorchPagedAttention(AttentionBackend):
         return out.transpose(0, 1)
 
     def _decode(self, q, key_cache, value_cache, meta, scale):
+        if q.device.type == "cpu":  # C++ kernel reading the paged cache in place (None: unavailable)
+            out = cpu_kernels.try_decode(q, key_cache, value_cache, meta.block_tables, meta.seq_lens_tensor, scale)
+            if out is not None:
+                return out
+        return self._decode_torch(q, key_cache, value_cache, meta, scale)
+
+    def _decode_torch(self, q, key_cache, value_cache, meta, scale):
         num_seqs, hq, d = q.shape
         hkv = key_cache.shape[2]
-        max_blocks = -(-max(meta.seq_lens) // meta.block_size)
+        max_blocks = -(-int(meta.seq_lens_tensor.max()) // meta.block_size)
         tables = meta.block_tables[:, :max_blocks]
         keys = key_cache[tables].flatten(1, 2)  # [B, L, Hkv, D]
         values = value_cache[tables].flatten(1, 2)

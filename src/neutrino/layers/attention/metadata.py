@@ -18,6 +18,11 @@ class AttentionMetadata:
     seq_lens_tensor: torch.Tensor  # [num_seqs] int64, same as seq_lens
     block_size: int
     decode_only: bool  # every sequence has exactly one query token
+    # In a mixed batch, the sequences with one query token run together through the decode path:
+    decode_token_idx: torch.Tensor | None = None  # [num_decode] flat token index of each decode sequence
+    decode_block_tables: torch.Tensor | None = None  # [num_decode, max_num_blocks]
+    decode_seq_lens: torch.Tensor | None = None  # [num_decode] int64
+    prefill_seqs: list[int] | None = None  # indices of the sequences with more than one query token
 
     @property
     def num_seqs(self) -> int:

@@ -1,0 +1,534 @@
+"""C++ source of the CPU paged decode-attention kernel, JIT-compiled by `cpu_kernels.py`.
+
+Kept as a Python string (not a .cpp file) so it always ships with the package, whatever the packaging
+config says about data files. Registers the torch ops `neutrino_cpu::paged_decode_attention` and
+`neutrino_cpu::isa` (which code path was compiled: "avx512+bf16", "avx512" or "generic") with
+TORCH_LIBRARY: no pybind11, so lighter headers and a faster compile than `torch/extension.h`.
+"""
+
+# Bump when the source or the op schema changes in a way the content hash would not catch (it always
+# catches edits to SOURCE itself).
+KERNEL_VERSION = "1"
+
+SOURCE = r"""
+// Paged decode attention for CPU: one query token per sequence, K/V read straight from the paged cache
+// (no gather copies), fp32 accumulation, output in q's dtype.
+//
+// Work unit = up to kSplitTokens tokens of one sequence, all heads (longer sequences are split into
+// several units whose results are merged, flash-decoding style). Tokens go in
+// chunks of <= 16 that never cross a cache block; per chunk and kv head h, each of the G = Hq / Hkv
+// query heads of h computes its 16 scores, updates its online softmax (running max and sum, fp32) and
+// accumulates p^T V. The chunk's K/V rows are read from memory once (later query heads hit L1), and the
+// next chunk (another, random block) is software-prefetched meanwhile. Units are handed out dynamically
+// over ATen's OpenMP pool (at::parallel_for, so torch.set_num_threads applies).
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define NEUTRINO_HAVE_AVX512 1
+#else
+#define NEUTRINO_HAVE_AVX512 0
+#endif
+
+namespace {
+
+constexpr int kChunk = 16;  // tokens per softmax update (one AVX-512 vector of scores)
+
+struct Params {
+  int64_t B, Hkv, G, D, bs, num_blocks, max_blocks;
+  const int64_t* seq_lens;
+  const void* block_tables;
+  bool tables_i32;
+  int64_t bt_s0;
+  const void* q; int64_t q_s0, q_s1;
+  void* out; int64_t o_s0, o_s1;
+  const void* k; int64_t k_s0, k_s1, k_s2;
+  const void* v; int64_t v_s0, v_s1, v_s2;
+  float scale;
+};
+
+inline int64_t block_id(const Params& p, int64_t b, int64_t i) {
+  return p.tables_i32 ? static_cast<const int32_t*>(p.block_tables)[b * p.bt_s0 + i]
+                      : static_cast<const int64_t*>(p.block_tables)[b * p.bt_s0 + i];
+}
+
+inline float to_f(float x) { return x; }
+inline float to_f(c10::BFloat16 x) { return static_cast<float>(x); }
+inline float to_f(c10::Half x) { return static_cast<float>(x); }
+
+// All q rows of sequence b, converted to fp32 and pre-multiplied by the softmax scale.
+template <typename QT>
+void load_q(const Params& p, int64_t b, float* qf) {
+  const QT* q = static_cast<const QT*>(p.q);
+  for (int64_t hq = 0; hq < p.Hkv * p.G; ++hq) {
+    const QT* row = q + b * p.q_s0 + hq * p.q_s1;
+    for (int64_t d = 0; d < p.D; ++d) qf[hq * p.D + d] = to_f(row[d]) * p.scale;
+  }
+}
+
+template <typename QT>
+void store_out(const Params& p, int64_t b, const float* acc, const float* l) {
+  QT* out = static_cast<QT*>(p.out);
+  for (int64_t hq = 0; hq < p.Hkv * p.G; ++hq) {
+    QT* row = out + b * p.o_s0 + hq * p.o_s1;
+    const float inv = l[hq] > 0.f ? 1.f / l[hq] : 0.f;  // empty context -> zeros
+    for (int64_t d = 0; d < p.D; ++d) row[d] = static_cast<QT>(acc[hq * p.D + d] * inv);
+  }
+}
+
+// Prefetch tokens [t0, t1) (all kv heads, K and V) of the chunk starting at token `start`.
+// always_inline matters: gcc deems a prefetch-only function pure and drops calls to it before inlining.
+template <typename KV>
+__attribute__((always_inline)) inline void prefetch_rows(const Params& p, int64_t b, int64_t start, int64_t end,
+                                                         int64_t t0, int64_t t1) {
+  if (start >= end) return;
+  const int64_t blk = start / p.bs, off = start % p.bs;
+  const int64_t n = std::min<int64_t>({kChunk, p.bs - off, end - start});
+  t1 = std::min(t1, n);
+  if (t0 >= t1) return;
+  const int64_t bid = block_id(p, b, blk);
+  const char* kb = reinterpret_cast<const char*>(static_cast<const KV*>(p.k) + bid * p.k_s0 + off * p.k_s1);
+  const char* vb = reinterpret_cast<const char*>(static_cast<const KV*>(p.v) + bid * p.v_s0 + off * p.v_s1);
+  const int64_t row = p.D * (int64_t)sizeof(KV);
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t h = 0; h < p.Hkv; ++h)
+      for (int64_t byte = 0; byte < row; byte += 64) {
+        __builtin_prefetch(kb + (t * p.k_s1 + h * p.k_s2) * (int64_t)sizeof(KV) + byte, 0, 3);
+        __builtin_prefetch(vb + (t * p.v_s1 + h * p.v_s2) * (int64_t)sizeof(KV) + byte, 0, 3);
+      }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A unit: tokens [begin, end) of sequence b, all heads. State per query head hq = h * G + g:
+// qf[hq*D..] (q * scale, fp32), acc[hq*D..] (unnormalised output), m[hq] (running max), l[hq] (sum).
+// ---------------------------------------------------------------------------------------------------
+
+// Portable kernel (any D, any ISA): plain loops, left to the auto-vectoriser.
+template <typename KV>
+void unit_generic(const Params& p, int64_t b, int64_t begin, int64_t end, const float* qf, float* acc, float* m,
+                  float* l) {
+  const int64_t D = p.D, G = p.G;
+  const KV* kc = static_cast<const KV*>(p.k);
+  const KV* vc = static_cast<const KV*>(p.v);
+  float s[kChunk];
+  for (int64_t start = begin, step = 0; start < end; start += step) {
+    const int64_t blk = start / p.bs, off = start % p.bs;
+    const int64_t n = std::min<int64_t>({kChunk, p.bs - off, end - start});
+    step = n;
+    const int64_t bid = block_id(p, b, blk);
+    for (int64_t h = 0; h < p.Hkv; ++h) {
+      const KV* kbase = kc + bid * p.k_s0 + off * p.k_s1 + h * p.k_s2;
+      const KV* vbase = vc + bid * p.v_s0 + off * p.v_s1 + h * p.v_s2;
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t hq = h * G + g;
+        prefetch_rows<KV>(p, b, start + n, end, hq * kChunk / (p.Hkv * G), (hq + 1) * kChunk / (p.Hkv * G));
+        const float* qg = qf + hq * D;
+        float cmax = -std::numeric_limits<float>::infinity();
+        for (int64_t t = 0; t < n; ++t) {
+          const KV* kr = kbase + t * p.k_s1;
+          float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t d = 0; d < D; ++d) dot += qg[d] * to_f(kr[d]);
+          s[t] = dot;
+          cmax = std::max(cmax, dot);
+        }
+        const float mnew = std::max(m[hq], cmax);
+        const float alpha = std::exp(m[hq] - mnew);
+        float psum = 0.f;
+        for (int64_t t = 0; t < n; ++t) {
+          s[t] = std::exp(s[t] - mnew);
+          psum += s[t];
+        }
+        l[hq] = l[hq] * alpha + psum;
+        m[hq] = mnew;
+        float* ag = acc + hq * D;
+        if (alpha != 1.f) {
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) ag[d] *= alpha;
+        }
+        for (int64_t t = 0; t < n; ++t) {
+          const KV* vr = vbase + t * p.v_s1;
+          const float pt = s[t];
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) ag[d] += pt * to_f(vr[d]);
+        }
+      }
+    }
+  }
+}
+
+#if NEUTRINO_HAVE_AVX512
+template <typename KV> inline __m512 load16(const KV* ptr);
+template <> inline __m512 load16<float>(const float* ptr) { return _mm512_loadu_ps(ptr); }
+template <> inline __m512 load16<c10::BFloat16>(const c10::BFloat16* ptr) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ptr));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+template <> inline __m512 load16<c10::Half>(const c10::Half* ptr) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ptr)));
+}
+
+// exp(x) for x <= ~88 (Cephes polynomial, ~1-2 ulp); inputs below -100 flush to (almost) zero.
+inline __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-100.f));
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 y = _mm512_set1_ps(1.9875691500E-4f);
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507E-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073E-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894E-2f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459E-1f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201E-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(y, n);
+}
+
+// Returns the vector of horizontal sums: result[i] = sum(a[i]) for i < 16.
+inline __m512 hsum16(const __m512* a) {
+  __m512 b[8], c[4];
+  for (int i = 0; i < 8; ++i)
+    b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
+                         _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+  for (int j = 0; j < 4; ++j)
+    c[j] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * j], b[2 * j + 1], 0x88),
+                         _mm512_shuffle_f32x4(b[2 * j], b[2 * j + 1], 0xDD));
+  const __m512 d0 = _mm512_add_ps(_mm512_unpacklo_ps(c[0], c[1]), _mm512_unpackhi_ps(c[0], c[1]));
+  const __m512 d1 = _mm512_add_ps(_mm512_unpacklo_ps(c[2], c[3]), _mm512_unpackhi_ps(c[2], c[3]));
+  const __m512 e = _mm512_add_ps(_mm512_shuffle_ps(d0, d1, 0x44), _mm512_shuffle_ps(d0, d1, 0xEE));
+  // e[4k + m] = sum(a[4m + k]); put it back in order.
+  const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(idx, e);
+}
+
+// AVX-512 kernel for D = 16 * NV. kDot: QK^T with AVX512-BF16 dot products straight on the bf16 cache
+// and the bf16 q (exact bf16 products, fp32 sums; ~10% faster than converting K to fp32 first).
+//
+// Lazy rescaling: the reference max m only moves when a chunk's score exceeds it by more than
+// kLazyMargin, so most chunks skip the max-reduction and the rescale of acc/l (p <= e^8: no overflow).
+constexpr float kLazyMargin = 8.f;
+
+template <typename KV, int NV, bool kDot>
+void unit_avx512(const Params& p, int64_t b, int64_t begin, int64_t end, const float* qf, float* acc, float* m,
+                 float* l) {
+  constexpr int64_t D = 16 * NV;
+  static_assert(!kDot || (std::is_same_v<KV, c10::BFloat16> && NV % 2 == 0), "bf16 dot path needs D % 32 == 0");
+  const int64_t G = p.G, Hq = p.Hkv * p.G;
+  const KV* kc = static_cast<const KV*>(p.k);
+  const KV* vc = static_cast<const KV*>(p.v);
+  alignas(64) float pbuf[kChunk];
+  for (int64_t start = begin, step = 0; start < end; start += step) {
+    const int64_t blk = start / p.bs, off = start % p.bs;
+    const int n = static_cast<int>(std::min<int64_t>({kChunk, p.bs - off, end - start}));
+    step = n;
+    const int64_t bid = block_id(p, b, blk);
+    const __mmask16 mask = n == kChunk ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+    for (int64_t h = 0; h < p.Hkv; ++h) {
+      const KV* kbase = kc + bid * p.k_s0 + off * p.k_s1 + h * p.k_s2;
+      const KV* vbase = vc + bid * p.v_s0 + off * p.v_s1 + h * p.v_s2;
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t hq = h * G + g;
+        // The next chunk usually lives in another, randomly placed block: fetch it while this one
+        // computes, spread over this chunk's Hq iterations so the fetches don't queue up in one burst
+        // (~1.8x faster on a cold cache than relying on the hardware prefetchers).
+        prefetch_rows<KV>(p, b, start + n, end, hq * kChunk / Hq, (hq + 1) * kChunk / Hq);
+        // Scores of the chunk's tokens: one partial-sum vector per token, then a transposing reduction.
+        __m512 part[kChunk];
+        if constexpr (kDot) {
+#if defined(__AVX512BF16__)
+          const c10::BFloat16* qrow = static_cast<const c10::BFloat16*>(p.q) + b * p.q_s0 + hq * p.q_s1;
+          __m512i qb[NV / 2];
+          for (int j = 0; j < NV / 2; ++j) qb[j] = _mm512_loadu_si512(qrow + 32 * j);
+          for (int t = 0; t < kChunk; ++t) {
+            if (t < n) {
+              const KV* kr = kbase + t * p.k_s1;
+              __m512 s = _mm512_setzero_ps();
+              for (int j = 0; j < NV / 2; ++j)
+                s = _mm512_dpbf16_ps(s, (__m512bh)qb[j], (__m512bh)_mm512_loadu_si512(kr + 32 * j));
+              part[t] = s;
+            } else {
+              part[t] = _mm512_setzero_ps();
+            }
+          }
+#endif
+        } else {
+          __m512 qv[NV];
+          for (int v = 0; v < NV; ++v) qv[v] = _mm512_loadu_ps(qf + hq * D + 16 * v);
+          for (int t = 0; t < kChunk; ++t) {
+            if (t < n) {
+              const KV* kr = kbase + t * p.k_s1;
+              __m512 s = _mm512_mul_ps(qv[0], load16<KV>(kr));
+              for (int v = 1; v < NV; ++v) s = _mm512_fmadd_ps(qv[v], load16<KV>(kr + 16 * v), s);
+              part[t] = s;
+            } else {
+              part[t] = _mm512_setzero_ps();
+            }
+          }
+        }
+        __m512 scores = hsum16(part);
+        if constexpr (kDot) scores = _mm512_mul_ps(scores, _mm512_set1_ps(p.scale));  // q was not pre-scaled
+        // Online softmax update.
+        const bool rescale =
+            _mm512_mask_cmp_ps_mask(mask, scores, _mm512_set1_ps(m[hq] + kLazyMargin), _CMP_GT_OQ) != 0;
+        __m512 alpha_v = _mm512_set1_ps(1.f);
+        if (rescale) {  // always on the first chunk (m = -inf)
+          const float mnew = std::max(m[hq], _mm512_mask_reduce_max_ps(mask, scores));
+          alpha_v = exp512(_mm512_set1_ps(m[hq] - mnew));  // m = -inf -> ~0 (acc and l are 0 then anyway)
+          l[hq] *= _mm512_cvtss_f32(alpha_v);
+          m[hq] = mnew;
+        }
+        const __m512 pr = _mm512_maskz_mov_ps(mask, exp512(_mm512_sub_ps(scores, _mm512_set1_ps(m[hq]))));
+        l[hq] += _mm512_reduce_add_ps(pr);
+        _mm512_store_ps(pbuf, pr);
+        // acc += p^T V
+        float* ag = acc + hq * D;
+        __m512 av[NV];
+        for (int v = 0; v < NV; ++v) av[v] = _mm512_loadu_ps(ag + 16 * v);
+        if (rescale)
+          for (int v = 0; v < NV; ++v) av[v] = _mm512_mul_ps(av[v], alpha_v);
+        for (int t = 0; t < n; ++t) {
+          const __m512 pt = _mm512_set1_ps(pbuf[t]);
+          const KV* vr = vbase + t * p.v_s1;
+          for (int v = 0; v < NV; ++v) av[v] = _mm512_fmadd_ps(pt, load16<KV>(vr + 16 * v), av[v]);
+        }
+        for (int v = 0; v < NV; ++v) _mm512_storeu_ps(ag + 16 * v, av[v]);
+      }
+    }
+  }
+}
+#endif  // NEUTRINO_HAVE_AVX512
+
+using UnitFn = void (*)(const Params&, int64_t, int64_t, int64_t, const float*, float*, float*, float*);
+
+template <typename KV, int NV>
+UnitFn pick_avx512(bool dot_ok) {
+#if defined(__AVX512BF16__)
+  if constexpr (std::is_same_v<KV, c10::BFloat16> && NV % 2 == 0)
+    if (dot_ok) return unit_avx512<KV, NV, true>;
+#endif
+  (void)dot_ok;
+  return unit_avx512<KV, NV, false>;
+}
+
+// dot_ok: q is bf16 (the AVX512-BF16 QK^T path needs bf16 on both sides).
+template <typename KV>
+UnitFn pick_unit(int64_t D, bool force_generic, bool dot_ok) {
+#if NEUTRINO_HAVE_AVX512
+  if (!force_generic) {
+    switch (D) {
+      case 16: return pick_avx512<KV, 1>(dot_ok);
+      case 32: return pick_avx512<KV, 2>(dot_ok);
+      case 64: return pick_avx512<KV, 4>(dot_ok);
+      case 80: return pick_avx512<KV, 5>(dot_ok);
+      case 96: return pick_avx512<KV, 6>(dot_ok);
+      case 128: return pick_avx512<KV, 8>(dot_ok);
+      case 256: return pick_avx512<KV, 16>(dot_ok);
+      default: break;
+    }
+  }
+#endif
+  (void)D; (void)force_generic; (void)dot_ok;
+  return unit_generic<KV>;
+}
+
+// Runs fn(i, scratch) for i in [0, n) on up to `nthreads` threads of ATen's pool, handing out indices
+// dynamically (sequences have very different lengths, so a static split balances badly).
+template <typename F>
+void parallel_dynamic(int64_t n, int64_t nthreads, int64_t scratch_floats, const F& fn) {
+  nthreads = std::min(nthreads, n);
+  if (nthreads <= 1) {
+    std::vector<float> scratch(scratch_floats);
+    for (int64_t i = 0; i < n; ++i) fn(i, scratch.data());
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, nthreads, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> scratch(scratch_floats);
+    for (int64_t t = lo; t < hi; ++t)
+      for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n;
+           i = next.fetch_add(1, std::memory_order_relaxed))
+        fn(i, scratch.data());
+  });
+}
+
+// Sequences longer than kSplitTokens are split into parts of that many tokens (rounded up to whole
+// blocks), processed as independent units and merged (flash-decoding). The split depends only on the
+// sequence's own length, never on the batch or the thread count, so a sequence's output is bitwise the
+// same whatever it is batched with and however many threads run (batch invariance).
+constexpr int64_t kSplitTokens = 256;
+constexpr int64_t kMinParallelWork = 1 << 18;  // context tokens * Hq * D below which threads cost more than they save
+
+template <typename QT>
+void run(const Params& p, UnitFn unit) {
+  const int64_t Hq = p.Hkv * p.G, HD = Hq * p.D;
+  const int64_t state = 2 * HD + 2 * Hq;   // qf, acc, m, l
+  const int64_t part_state = HD + 2 * Hq;  // acc, m, l
+  const int64_t split = (kSplitTokens + p.bs - 1) / p.bs * p.bs;
+  // Units: sequence b owns units [first[b], first[b + 1]); split sequences also own partial-state slots.
+  std::vector<int64_t> first(p.B + 1, 0), slot(p.B, -1);
+  int64_t total_len = 0, num_slots = 0;
+  for (int64_t b = 0; b < p.B; ++b) {
+    const int64_t len = p.seq_lens[b], parts = std::max<int64_t>(1, (len + split - 1) / split);
+    first[b + 1] = first[b] + parts;
+    if (parts > 1) {
+      slot[b] = num_slots;
+      num_slots += parts;
+    }
+    total_len += len;
+  }
+  const int64_t num_units = first[p.B];
+  std::vector<float> partial(num_slots * part_state);
+  std::unique_ptr<std::atomic<int64_t>[]> remaining(new std::atomic<int64_t>[p.B]);
+  for (int64_t b = 0; b < p.B; ++b) remaining[b].store(first[b + 1] - first[b], std::memory_order_relaxed);
+
+  // Combines the parts of sequence b (run by whichever thread finishes its last part).
+  auto merge = [&](int64_t b, float* st) {
+    const int64_t parts = first[b + 1] - first[b];
+    const float* base = partial.data() + slot[b] * part_state;
+    float* acc = st + HD;
+    float* l = st + 2 * HD + Hq;
+    for (int64_t hq = 0; hq < Hq; ++hq) {
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < parts; ++j) mx = std::max(mx, base[j * part_state + HD + hq]);
+      float* a = acc + hq * p.D;
+      std::fill(a, a + p.D, 0.f);
+      l[hq] = 0.f;
+      for (int64_t j = 0; j < parts; ++j) {
+        const float* pj = base + j * part_state;
+        const float w = std::exp(pj[HD + hq] - mx);  // every part is non-empty, so mx is finite
+        l[hq] += w * pj[HD + Hq + hq];
+        for (int64_t d = 0; d < p.D; ++d) a[d] += w * pj[hq * p.D + d];
+      }
+    }
+    store_out<QT>(p, b, acc, l);
+  };
+
+  auto work = [&](int64_t i, float* st) {
+    const int64_t b = std::upper_bound(first.begin(), first.end(), i) - first.begin() - 1;
+    const int64_t j = i - first[b], len = p.seq_lens[b];
+    float* qf = st;
+    float* acc = st + HD;
+    float* m = st + 2 * HD;
+    float* l = m + Hq;
+    load_q<QT>(p, b, qf);
+    std::fill(acc, acc + HD, 0.f);
+    std::fill(m, m + Hq, -std::numeric_limits<float>::infinity());
+    std::fill(l, l + Hq, 0.f);
+    unit(p, b, j * split, std::min(len, (j + 1) * split), qf, acc, m, l);
+    if (slot[b] < 0) {
+      store_out<QT>(p, b, acc, l);
+      return;
+    }
+    std::copy(acc, acc + part_state, partial.data() + (slot[b] + j) * part_state);  // acc, m, l are contiguous
+    if (remaining[b].fetch_sub(1, std::memory_order_acq_rel) == 1) merge(b, st);
+  };
+
+  int64_t nthreads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  if (total_len * HD < kMinParallelWork) nthreads = 1;
+  parallel_dynamic(num_units, nthreads, state, work);
+}
+
+void paged_decode_attention(const at::Tensor& out, const at::Tensor& q, const at::Tensor& key_cache,
+                            const at::Tensor& value_cache, const at::Tensor& block_tables,
+                            const at::Tensor& seq_lens, double scale, bool force_generic) {
+  TORCH_CHECK(q.device().is_cpu() && out.device().is_cpu() && key_cache.device().is_cpu() &&
+                  value_cache.device().is_cpu() && block_tables.device().is_cpu() && seq_lens.device().is_cpu(),
+              "paged_decode_attention: all tensors must be on the CPU");
+  TORCH_CHECK(q.dim() == 3 && out.sizes() == q.sizes(), "q and out must be [B, Hq, D] of the same shape");
+  TORCH_CHECK(key_cache.dim() == 4 && value_cache.sizes() == key_cache.sizes(),
+              "key_cache/value_cache must be [num_blocks, block_size, Hkv, D]");
+  TORCH_CHECK(key_cache.scalar_type() == value_cache.scalar_type(), "key/value cache dtypes differ");
+  TORCH_CHECK(out.scalar_type() == q.scalar_type(), "out must have q's dtype");
+  const int64_t B = q.size(0), Hq = q.size(1), D = q.size(2);
+  const int64_t NB = key_cache.size(0), bs = key_cache.size(1), Hkv = key_cache.size(2);
+  TORCH_CHECK(key_cache.size(3) == D, "head_dim of q and the cache differ");
+  TORCH_CHECK(Hkv > 0 && Hq % Hkv == 0, "Hq must be a multiple of Hkv");
+  TORCH_CHECK(q.stride(2) == 1 && out.stride(2) == 1 && key_cache.stride(3) == 1 && value_cache.stride(3) == 1,
+              "the head_dim axis must be contiguous");
+  TORCH_CHECK(block_tables.dim() == 2 && block_tables.size(0) == B && block_tables.stride(1) == 1,
+              "block_tables must be [B, max_blocks] with contiguous rows");
+  TORCH_CHECK(block_tables.scalar_type() == at::kLong || block_tables.scalar_type() == at::kInt,
+              "block_tables must be int64 or int32");
+  TORCH_CHECK(seq_lens.dim() == 1 && seq_lens.size(0) == B && seq_lens.scalar_type() == at::kLong &&
+                  seq_lens.is_contiguous(),
+              "seq_lens must be a contiguous int64 [B] tensor");
+
+  Params p;
+  p.B = B; p.Hkv = Hkv; p.G = Hq / Hkv; p.D = D; p.bs = bs; p.num_blocks = NB;
+  p.max_blocks = block_tables.size(1);
+  p.seq_lens = seq_lens.data_ptr<int64_t>();
+  p.block_tables = block_tables.data_ptr();
+  p.tables_i32 = block_tables.scalar_type() == at::kInt;
+  p.bt_s0 = block_tables.stride(0);
+  p.q = q.data_ptr(); p.q_s0 = q.stride(0); p.q_s1 = q.stride(1);
+  p.out = out.data_ptr(); p.o_s0 = out.stride(0); p.o_s1 = out.stride(1);
+  p.k = key_cache.data_ptr(); p.k_s0 = key_cache.stride(0); p.k_s1 = key_cache.stride(1); p.k_s2 = key_cache.stride(2);
+  p.v = value_cache.data_ptr(); p.v_s0 = value_cache.stride(0); p.v_s1 = value_cache.stride(1); p.v_s2 = value_cache.stride(2);
+  p.scale = static_cast<float>(scale);
+
+  // Validate the metadata up front (cheap: B * blocks reads) so the kernel never reads out of bounds.
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t len = p.seq_lens[b];
+    TORCH_CHECK(len >= 0 && len <= p.max_blocks * bs, "seq_lens[", b, "] = ", len, " does not fit the block table");
+    for (int64_t i = 0, nblk = (len + bs - 1) / bs; i < nblk; ++i) {
+      const int64_t bid = block_id(p, b, i);
+      TORCH_CHECK(bid >= 0 && bid < NB, "block_tables[", b, ", ", i, "] = ", bid, " is out of range");
+    }
+  }
+  if (B == 0 || Hq == 0 || D == 0) return;
+
+  UnitFn unit;
+  switch (key_cache.scalar_type()) {
+    case at::kFloat: unit = pick_unit<float>(D, force_generic, false); break;
+    case at::kBFloat16: unit = pick_unit<c10::BFloat16>(D, force_generic, q.scalar_type() == at::kBFloat16); break;
+    case at::kHalf: unit = pick_unit<c10::Half>(D, force_generic, false); break;
+    default: TORCH_CHECK(false, "unsupported KV cache dtype ", key_cache.scalar_type());
+  }
+  switch (q.scalar_type()) {
+    case at::kFloat: run<float>(p, unit); break;
+    case at::kBFloat16: run<c10::BFloat16>(p, unit); break;
+    case at::kHalf: run<c10::Half>(p, unit); break;
+    default: TORCH_CHECK(false, "unsupported q dtype ", q.scalar_type());
+  }
+}
+
+std::string isa() {
+#if NEUTRINO_HAVE_AVX512 && defined(__AVX512BF16__)
+  return "avx512+bf16";
+#elif NEUTRINO_HAVE_AVX512
+  return "avx512";
+#else
+  return "generic";
+#endif
+}
+
+}  // namespace
+
+TORCH_LIBRARY(neutrino_cpu, m) {
+  m.def("paged_decode_attention(Tensor(a!) out, Tensor q, Tensor key_cache, Tensor value_cache, "
+        "Tensor block_tables, Tensor seq_lens, float scale, bool force_generic=False) -> ()");
+  m.def("isa() -> str", []() { return isa(); });
+}
+
+TORCH_LIBRARY_IMPL(neutrino_cpu, CPU, m) {
+  m.impl("paged_decode_attention", &paged_decode_attention);
+}
+"""
