@@ -70,10 +70,10 @@ class TorchPagedAttention(AttentionBackend):
             q_pos = torch.arange(seq_len - q_len, seq_len, device=q.device)
             mask = torch.arange(seq_len, device=q.device)[None, :] <= q_pos[:, None]  # [q_len, seq_len]
             causal = False
-        out = F.scaled_dot_product_attention(
-            q.transpose(0, 1), keys.transpose(0, 1), values.transpose(0, 1),
+        out = F.scaled_dot_product_attention(  # 4-D inputs take the fused flash kernel on CPU
+            q.transpose(0, 1)[None], keys.transpose(0, 1)[None], values.transpose(0, 1)[None],
             attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=True,
-        )  # [Hq, q_len, D]
+        )[0]  # [Hq, q_len, D]
         return out.transpose(0, 1)
 
     def _decode(self, q, key_cache, value_cache, meta, scale):
