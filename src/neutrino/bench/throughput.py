@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -115,6 +116,21 @@ def _hf_generate(model, prompts: list[list[int]], new_tokens: int, pad: int) -> 
     return (out.shape[1] - width) * len(prompts)
 
 
+def machine_description() -> str:
+    """CPU model, the matrix ISA flags that matter here, and torch's thread count."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags]
+    return f"{model}, {os.cpu_count()} vCPU, {' '.join(isa) or 'no AVX-512'}, torch threads {torch.get_num_threads()}"
+
+
 def run(ns: argparse.Namespace) -> dict:
     from neutrino.weights.resolve import resolve_model
     from neutrino.weights.tokenizer import load_tokenizer
@@ -127,7 +143,7 @@ def run(ns: argparse.Namespace) -> dict:
     report: dict = {
         "benchmark": "throughput",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "machine": machine_description(),
         "torch": torch.__version__,
         "workload": {k: getattr(ns, k) for k in ("num_requests", "min_prompt", "max_prompt", "output_len",
                                                  "batch1_prompt", "dtype", "hf_batch_size")},
