@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from neutrino.config import ModelConfig
 from neutrino.errors import CheckpointError
 from neutrino.layers.attention.metadata import AttentionMetadata
 from neutrino.layers.linear import Linear
@@ -30,9 +31,20 @@ class CausalLM(nn.Module):
     ) -> torch.Tensor:  # [T, hidden]
         raise NotImplementedError
 
+    config: ModelConfig
+    lm_head: Linear
+
+    def input_embeddings(self) -> nn.Embedding:
+        """The token embedding table (the lm_head's source when embeddings are tied)."""
+        raise NotImplementedError
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden] -> float32 logits [N, vocab]."""
-        raise NotImplementedError
+        return self.lm_head(hidden).float()
+
+    def is_tied_head_copy(self, name: str) -> bool:
+        """A checkpoint's lm_head tensor that tied embeddings make redundant (some checkpoints store it)."""
+        return name == "lm_head.weight" and self.config.tie_word_embeddings
 
     def map_name(self, name: str, tensor: torch.Tensor) -> tuple[str, torch.Tensor] | None:
         """Translate a checkpoint name (and tensor) to this module's naming; None skips it."""
@@ -57,11 +69,13 @@ class CausalLM(nn.Module):
                 module.quant_method.process_weights_after_loading(module)
 
     def _optional_params(self) -> set[str]:
-        """Parameters a checkpoint may omit (e.g. a tied lm_head)."""
-        return set()
+        """Parameters a checkpoint may omit: the lm_head when embeddings are tied."""
+        return {"lm_head.weight"} if self.config.tie_word_embeddings else set()
 
     def tie_weights(self) -> None:
-        """Called after loading, before weights are repacked (e.g. copy tied embeddings into lm_head)."""
+        """Called after loading, before weights are repacked: a tied lm_head takes the embeddings."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight.data = self.input_embeddings().weight.data
 
     def _load_one(self, name: str, tensor: torch.Tensor, params: dict, source: str) -> str:
         for fused, part, shard in self.stacked_params:

@@ -61,23 +61,14 @@ class GPT2LMHeadModel(CausalLM):
             hidden = block(hidden, kv_cache, meta)
         return self.ln_f(hidden)
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
-
-    def _optional_params(self) -> set[str]:
-        return {"lm_head.weight"} if self.config.tie_word_embeddings else set()
-
-    def tie_weights(self) -> None:
-        if self.config.tie_word_embeddings:
-            self.lm_head.weight.data = self.wte.weight.data
+    def input_embeddings(self) -> nn.Embedding:
+        return self.wte
 
     def map_name(self, name, tensor):
         if name.startswith("transformer."):
             name = name[len("transformer."):]
-        if name == "lm_head.weight":
-            return None if self.config.tie_word_embeddings else (name, tensor)
-        if name.endswith(".attn.bias") or name.endswith(".attn.masked_bias"):
-            return None  # tied head; causal-mask buffers of old checkpoints
+        if self.is_tied_head_copy(name) or name.endswith((".attn.bias", ".attn.masked_bias")):
+            return None  # causal-mask buffers of old checkpoints
         if name.endswith(_CONV1D):
             tensor = tensor.t()  # HF Conv1D stores [in, out]
         name = name.replace("attn.c_proj", "attn_proj").replace("mlp.c_proj", "mlp_proj")

@@ -103,21 +103,12 @@ class LlamaForCausalLM(CausalLM):
             hidden = layer(cos_sin, hidden, kv_cache, meta, self.rotary)
         return self.norm(hidden)
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
-
-    def _optional_params(self) -> set[str]:
-        return {"lm_head.weight"} if self.config.tie_word_embeddings else set()
-
-    def tie_weights(self) -> None:
-        if self.config.tie_word_embeddings:
-            self.lm_head.weight.data = self.embed_tokens.weight.data
+    def input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
 
     def map_name(self, name, tensor):
         if "rotary_emb" in name:
             return None
         if name.startswith("model."):
             name = name[len("model."):]
-        if name == "lm_head.weight" and self.config.tie_word_embeddings:
-            return None  # tied: some checkpoints still store the copy
-        return name, tensor
+        return None if self.is_tied_head_copy(name) else (name, tensor)

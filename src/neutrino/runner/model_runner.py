@@ -12,7 +12,7 @@ from neutrino.errors import ConfigError
 from neutrino.layers.attention import cpu_kernels
 from neutrino.layers.attention.backend import ATTENTION_BACKENDS
 from neutrino.models.base import CausalLM
-from neutrino.models.registry import get_model_class
+from neutrino.models.catalog import get_model_class
 from neutrino.request import Request
 from neutrino.runner.input_batch import InputBatch, build_input_batch
 from neutrino.sample.prompt_logprobs import compute_prompt_logprobs

@@ -1,0 +1,11 @@
+"""Every supported model family: importing the model files registers them in MODELS."""
+
+from __future__ import annotations
+
+from neutrino.models import gpt2, llama  # noqa: F401  (registration side effect)
+from neutrino.models.registry import MODELS
+
+
+def get_model_class(architecture: str) -> type:
+    """The CausalLM class implementing `architecture` (ConfigError listing the supported ones)."""
+    return MODELS.get(architecture)
