@@ -184,3 +184,21 @@ def test_prompt_logprobs_agree_with_sampled_logprobs(llm: Any) -> None:
     for forced, sampled in zip(tail, comp.logprobs, strict=True):
         assert math.isclose(forced.logprob, sampled.logprob, abs_tol=2e-3)
         assert forced.top[0][0] == sampled.top[0][0]
+
+
+def test_stop_string_on_the_last_allowed_token_finishes_as_stop(llm) -> None:
+    """A stop string completed by the max_tokens-th token reports finish_reason 'stop', text cut."""
+    from neutrino import SamplingParams
+
+    prompt = "The capital of France is"
+    full = llm.generate(prompt, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))[0].outputs[0]
+    # the text of the first k tokens, with k chosen so that the last token adds a non-empty piece
+    for k in range(len(full.token_ids), 1, -1):
+        last_piece = llm.tokenizer.decode(full.token_ids[k - 1 : k]).strip()
+        if last_piece:
+            break
+    params = SamplingParams(temperature=0, max_tokens=k, ignore_eos=True, stop=[last_piece])
+    out = llm.generate(prompt, params)[0].outputs[0]
+    assert out.finish_reason == "stop"
+    assert out.stop_reason == last_piece
+    assert last_piece not in out.text

@@ -183,9 +183,12 @@ class LLMEngine:
                                 and not req.sampling_params.include_stop_str_in_output)
             delta, stop = child.detokenizer.update([] if stopped_by_token else [token])
             child.delta_text += delta
-            if stop is not None and not req.is_finished:
+            if stop is not None:
                 req.stop_reason = stop
-                self.scheduler.finish_requests([req.request_id], RequestStatus.FINISHED_STOPPED)
+                if req.is_finished:  # the same token also hit max_tokens: the stop string wins, as in vLLM
+                    req.status = RequestStatus.FINISHED_STOPPED
+                else:
+                    self.scheduler.finish_requests([req.request_id], RequestStatus.FINISHED_STOPPED)
         if req.is_finished and not isinstance(req.stop_reason, str):
             child.delta_text += child.detokenizer.flush()  # release text held back for stop matching
 
