@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -142,7 +142,7 @@ def run(ns: argparse.Namespace) -> dict:
     batch1 = make_prompts(tokenizer, 1, ns.batch1_prompt, ns.batch1_prompt, seed=1)[0]
     report: dict = {
         "benchmark": "throughput",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_description(),
         "torch": torch.__version__,
         "workload": {k: getattr(ns, k) for k in ("num_requests", "min_prompt", "max_prompt", "output_len",

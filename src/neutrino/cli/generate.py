@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from neutrino.cli.engine_flags import add_engine_flags, add_sampling_flags, engine_args_from, sampling_params_from
+from neutrino.cli.engine_flags import (
+    add_engine_flags,
+    add_sampling_flags,
+    engine_args_from,
+    sampling_params_from,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -57,7 +57,7 @@ class LLMEngine:
             self.model_config, iter_weights(self.resolved), self.cache_config, self.max_model_len,
             self.device, self.dtype, args.attention_backend, source=str(self.resolved.path), seed=args.seed,
         )
-        sched_cfg = SchedulerConfig(args.max_num_seqs, max(args.max_num_batched_tokens, 1),
+        sched_cfg = SchedulerConfig(args.max_num_seqs, args.max_num_batched_tokens,
                                     args.enable_chunked_prefill, self.max_model_len)
         self.eos_token_ids = self._eos_ids()
         self.scheduler = Scheduler(sched_cfg, self.cache_config, self.runner.num_blocks, self.eos_token_ids)

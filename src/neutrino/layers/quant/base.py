@@ -15,9 +15,9 @@ class QuantMethod(ABC):
     def create_weights(
         self, layer: nn.Module, in_features: int, out_features: int, bias: bool, dtype: torch.dtype
     ) -> None:
-        """Register the layer's parameters (with a `weight_loader` attribute each)."""
+        """Register the layer's parameters (`weight`, `bias`); `Linear.load_shard` fills them."""
 
-    def process_weights_after_loading(self, layer: nn.Module) -> None:
+    def process_weights_after_loading(self, layer: nn.Module) -> None:  # noqa: B027 - optional hook
         """Repack loaded weights into the kernel's preferred layout (no-op by default)."""
 
     @abstractmethod
