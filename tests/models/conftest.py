@@ -3,12 +3,13 @@ session, they are the expensive part), greedy sampling parameters and real-text 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+
+from neutrino.bench.workload import slice_prompts
 
 # SmolLM2 engines size their KV cache explicitly (16-token blocks of ~0.7 MiB in float32), so that the
 # default 2 GiB budget is not reserved several times over. 640 blocks hold 32 prompts of 300 tokens.
@@ -105,14 +106,7 @@ def text_prompts(passage_ids: list[int]) -> Callable[..., list[list[int]]]:
     uniform in [min_len, max_len], from seeded random offsets."""
 
     def make(num: int, min_len: int, max_len: int, seed: int = 0) -> list[list[int]]:
-        assert max_len < len(passage_ids), (max_len, len(passage_ids))
-        rng = random.Random(seed)
-        prompts = []
-        for _ in range(num):
-            length = rng.randint(min_len, max_len)
-            start = rng.randrange(0, len(passage_ids) - length)
-            prompts.append(passage_ids[start : start + length])
-        return prompts
+        return slice_prompts(passage_ids, num, min_len, max_len, seed)
 
     return make
 

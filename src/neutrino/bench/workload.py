@@ -31,7 +31,13 @@ def text_token_pool(tokenizer, min_tokens: int) -> list[int]:
 
 def make_prompts(tokenizer, num: int, min_len: int, max_len: int, seed: int = 0) -> list[list[int]]:
     """`num` prompts of real text with lengths uniform in [min_len, max_len], from random offsets."""
-    pool = text_token_pool(tokenizer, max_len * 4)
+    return slice_prompts(text_token_pool(tokenizer, max_len * 4), num, min_len, max_len, seed)
+
+
+def slice_prompts(pool: list[int], num: int, min_len: int, max_len: int, seed: int = 0) -> list[list[int]]:
+    """`num` slices of `pool` with lengths uniform in [min_len, max_len] from seeded random offsets."""
+    if max_len >= len(pool):
+        raise ConfigError(f"max_len {max_len} must be below the token pool's length {len(pool)}")
     rng = random.Random(seed)
     prompts = []
     for _ in range(num):
