@@ -220,9 +220,7 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPat
 
 def test_stale_build_lock_is_removed(op, monkeypatch: pytest.MonkeyPatch):
     """A `lock` file left by a builder that died must not make the next process wait forever."""
-    from neutrino.layers.attention._cpu_decode_src import KERNEL_VERSION, SOURCE
-
-    name = cpu_kernels._extension_name(f"// neutrino kernel version {KERNEL_VERSION}\n{SOURCE}")
+    name = cpu_kernels._extension_name(cpu_kernels.kernel_source())
     stale = cpu_kernels._cache_root() / name / "lock"
     stale.write_text("")
     done = []

@@ -72,6 +72,8 @@ def _split_decodes(meta: AttentionMetadata, tables: torch.Tensor, device: torch.
     qsl = meta.query_start_loc
     decodes = [i for i in range(meta.num_seqs) if qsl[i + 1] - qsl[i] == 1]
     meta.prefill_seqs = [i for i in range(meta.num_seqs) if qsl[i + 1] - qsl[i] > 1]
+    meta.prefill_seq_ids = torch.tensor(meta.prefill_seqs, dtype=torch.int64, device=device)
+    meta.query_start_loc_tensor = torch.tensor(qsl, dtype=torch.int64, device=device)
     if not decodes:
         return
     idx = torch.tensor(decodes, dtype=torch.int64)

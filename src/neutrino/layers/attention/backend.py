@@ -34,8 +34,9 @@ ATTENTION_BACKENDS: Registry[type[AttentionBackend]] = Registry("attention backe
 @ATTENTION_BACKENDS.register("torch")
 class TorchPagedAttention(AttentionBackend):
     """Gathers each sequence's blocks and runs `scaled_dot_product_attention` (GQA without copies of K/V
-    per query head). Decode-only batches on CPU use the C++ paged kernel (`cpu_kernels.py`) when it is
-    available, otherwise they run as one padded, masked batch."""
+    per query head). On CPU, decode sequences use the C++ paged decode kernel and, in bf16, prefill
+    sequences the C++ paged prefill kernel (`cpu_kernels.py`) when they are available; otherwise decodes
+    run as one padded, masked batch and each prefill through SDPA."""
 
     def forward(self, q, k, v, kv_cache, meta, scale):
         key_cache, value_cache = kv_cache[0], kv_cache[1]  # [num_blocks, block_size, Hkv, D]
@@ -50,6 +51,11 @@ class TorchPagedAttention(AttentionBackend):
             sub = AttentionMetadata(meta.slot_mapping, [], [], meta.decode_block_tables, meta.decode_seq_lens,
                                     meta.block_size, True)
             out[meta.decode_token_idx] = self._decode(q[meta.decode_token_idx], key_cache, value_cache, sub, scale)
+        if meta.prefill_seq_ids is not None and cpu_kernels.prefill_supported(q, key_cache):
+            cpu_kernels.paged_prefill_attention(out, q, key_cache, value_cache, meta.block_tables,
+                                                meta.prefill_seq_ids, meta.query_start_loc_tensor,
+                                                meta.seq_lens_tensor, scale)
+            return out
         prefill = meta.prefill_seqs if meta.prefill_seqs is not None else range(meta.num_seqs)
         for i in prefill:
             seq_len = meta.seq_lens[i]

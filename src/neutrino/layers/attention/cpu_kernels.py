@@ -49,6 +49,7 @@ _op = _UNSET  # torch.ops.neutrino_cpu.paged_decode_attention, None when unavail
 _loaded = None  # the op once loaded (a library loads once per process; reset() keeps it)
 _lock = threading.Lock()
 _warned = False
+_prefill_head_dims: dict[int, bool] = {}  # head_dim -> the prefill kernel supports it (this build)
 last_error: str | None = None  # why the kernel is unavailable (for logs and test skip reasons)
 
 
@@ -102,12 +103,18 @@ class _FileLock:
             self.fd = None
 
 
+def kernel_source() -> str:
+    """The one C++ translation unit: the decode kernel, then the prefill kernel (which reuses its helpers)."""
+    from neutrino.layers.attention import _cpu_decode_src as dec
+    from neutrino.layers.attention import _cpu_prefill_src as pre
+
+    return f"// neutrino kernel versions {dec.KERNEL_VERSION}.{pre.KERNEL_VERSION}\n{dec.SOURCE}\n{pre.SOURCE}"
+
+
 def _build_and_load():
     from torch.utils.cpp_extension import load
 
-    from neutrino.layers.attention._cpu_decode_src import KERNEL_VERSION, SOURCE
-
-    source = f"// neutrino kernel version {KERNEL_VERSION}\n{SOURCE}"
+    source = kernel_source()
     name = _extension_name(source)
     root = _cache_root()
     build_dir = root / name
@@ -238,4 +245,37 @@ def try_decode(
             _warned = True
             logger.warning("C++ paged attention kernel failed, using the torch path (%s: %s)", type(e).__name__, e)
         return None
+    return out
+
+
+def prefill_supported(q: torch.Tensor, key_cache: torch.Tensor) -> bool:
+    """Whether the prefill kernel handles these tensors: CPU, bf16 q and cache, a supported head_dim, and a
+    build with AVX-512 BF16."""
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16 or key_cache.dtype != torch.bfloat16:
+        return False
+    if decode_kernel() is None:
+        return False
+    head_dim = q.shape[-1]
+    if head_dim not in _prefill_head_dims:
+        _prefill_head_dims[head_dim] = bool(torch.ops.neutrino_cpu.prefill_supported(head_dim))
+    return _prefill_head_dims[head_dim]
+
+
+def paged_prefill_attention(
+    out: torch.Tensor,  # [T, Hq, D] bf16, rows of the listed sequences written
+    q: torch.Tensor,  # [T, Hq, D] bf16
+    key_cache: torch.Tensor,  # [num_blocks, block_size, Hkv, D] bf16, this step's keys already written
+    value_cache: torch.Tensor,  # [num_blocks, block_size, Hkv, D] bf16
+    block_tables: torch.Tensor,  # [num_seqs, max_blocks] int64 or int32
+    seq_ids: torch.Tensor,  # [P] int64: which sequences to compute
+    query_start_loc: torch.Tensor,  # [num_seqs + 1] int64
+    seq_lens: torch.Tensor,  # [num_seqs] int64: context length after this step
+    scale: float,
+) -> torch.Tensor:
+    """Causal attention of the query rows of the listed sequences over their paged context (the last
+    q_len positions of each context are its queries). Raises on invalid inputs; callers check
+    `prefill_supported` first."""
+    torch.ops.neutrino_cpu.paged_prefill_attention(
+        out, q, key_cache, value_cache, block_tables, seq_ids, query_start_loc, seq_lens, float(scale)
+    )
     return out

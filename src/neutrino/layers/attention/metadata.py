@@ -23,6 +23,8 @@ class AttentionMetadata:
     decode_block_tables: torch.Tensor | None = None  # [num_decode, max_num_blocks]
     decode_seq_lens: torch.Tensor | None = None  # [num_decode] int64
     prefill_seqs: list[int] | None = None  # indices of the sequences with more than one query token
+    prefill_seq_ids: torch.Tensor | None = None  # [num_prefill] int64, same as prefill_seqs
+    query_start_loc_tensor: torch.Tensor | None = None  # [num_seqs + 1] int64, same as query_start_loc
 
     @property
     def num_seqs(self) -> int:
