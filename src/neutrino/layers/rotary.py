@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from neutrino.errors import ConfigError
+from neutrino.layers.attention import cpu_kernels
 
 
 def _llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict[str, Any]) -> torch.Tensor:
@@ -53,12 +54,17 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", emb.sin().to(dtype), persistent=False)
         self.half = head_dim // 2
 
-    def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [T, 1, D] for the batch's positions; computed once per step, shared by all layers."""
-        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+    def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """cos, sin [T, 1, D] for the batch's positions, and the positions; computed once per step, shared
+        by all layers."""
+        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1), positions
 
-    def apply(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Rotate x [T, H, D] (NeoX layout: the two halves of D form the complex pairs)."""
-        cos, sin = cos_sin
+    def apply(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Rotate x [T, H, D] (NeoX layout: the two halves of D form the complex pairs). On CPU bf16 x is
+        rotated in place in one pass (same roundings as the eager ops) and returned."""
+        cos, sin, positions = cos_sin
+        if x.stride(-1) == 1 and cpu_kernels.fused_supported(x, self.half) and self.cos.dtype == torch.bfloat16:
+            torch.ops.neutrino_cpu.rotary_neox_(x, self.cos, self.sin, positions)
+            return x
         x1, x2 = x[..., : self.half], x[..., self.half :]
         return x * cos + torch.cat((-x2, x1), dim=-1) * sin

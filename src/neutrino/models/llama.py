@@ -67,9 +67,16 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
 
-    def forward(self, cos_sin, hidden, kv_cache, meta, rotary):
-        hidden = hidden + self.self_attn(cos_sin, self.input_layernorm(hidden), kv_cache, meta, rotary)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+    def forward(self, cos_sin, hidden, residual, kv_cache, meta, rotary):
+        """(hidden, residual) -> (hidden, residual): the residual stream is added by the next norm, so
+        each add + norm pair runs as one fused op (residual is None before the first layer)."""
+        if residual is None:
+            hidden, residual = self.input_layernorm(hidden), hidden
+        else:
+            hidden, residual = self.input_layernorm(hidden, residual)
+        hidden = self.self_attn(cos_sin, hidden, kv_cache, meta, rotary)
+        hidden, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(hidden), residual
 
 
 @MODELS.register("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
@@ -99,9 +106,10 @@ class LlamaForCausalLM(CausalLM):
     def forward(self, input_ids, positions, kv_caches, meta: AttentionMetadata):
         hidden = self.embed_tokens(input_ids)  # [T, hidden]
         cos_sin = self.rotary.cos_sin(positions)
+        residual = None
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            hidden = layer(cos_sin, hidden, kv_cache, meta, self.rotary)
-        return self.norm(hidden)
+            hidden, residual = layer(cos_sin, hidden, residual, kv_cache, meta, self.rotary)
+        return self.norm(hidden) if residual is None else self.norm(hidden, residual)[0]
 
     def input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens

@@ -1,4 +1,7 @@
-"""JIT-compiled C++ attention kernels for CPU, with a fallback to the torch path when they can't be built.
+"""JIT-compiled C++ kernels for CPU, with a fallback to the torch path when they can't be built.
+
+One library holds the paged decode- and prefill-attention kernels and the fused bf16 elementwise kernels
+(`layers/_cpu_fused_src.py`: add + RMSNorm, rotary, SiLU-and-mul).
 
 The paged decode kernel (source in `_cpu_decode_src.py`, registered as the torch op
 `torch.ops.neutrino_cpu.paged_decode_attention`) is compiled with `torch.utils.cpp_extension.load` on
@@ -49,7 +52,8 @@ _op = _UNSET  # torch.ops.neutrino_cpu.paged_decode_attention, None when unavail
 _loaded = None  # the op once loaded (a library loads once per process; reset() keeps it)
 _lock = threading.Lock()
 _warned = False
-_prefill_head_dims: dict[int, bool] = {}  # head_dim -> the prefill kernel supports it (this build)
+_prefill_head_dims: dict[int, bool] = {}
+_fused_sizes: dict[int, bool] = {}  # row size -> the fused elementwise kernels support it (this build)  # head_dim -> the prefill kernel supports it (this build)
 last_error: str | None = None  # why the kernel is unavailable (for logs and test skip reasons)
 
 
@@ -105,10 +109,12 @@ class _FileLock:
 
 def kernel_source() -> str:
     """The one C++ translation unit: the decode kernel, then the prefill kernel (which reuses its helpers)."""
+    from neutrino.layers import _cpu_fused_src as fused
     from neutrino.layers.attention import _cpu_decode_src as dec
     from neutrino.layers.attention import _cpu_prefill_src as pre
 
-    return f"// neutrino kernel versions {dec.KERNEL_VERSION}.{pre.KERNEL_VERSION}\n{dec.SOURCE}\n{pre.SOURCE}"
+    versions = f"{dec.KERNEL_VERSION}.{pre.KERNEL_VERSION}.{fused.KERNEL_VERSION}"
+    return f"// neutrino kernel versions {versions}\n{dec.SOURCE}\n{pre.SOURCE}\n{fused.SOURCE}"
 
 
 def _build_and_load():
@@ -279,3 +285,14 @@ def paged_prefill_attention(
         out, q, key_cache, value_cache, block_tables, seq_ids, query_start_loc, seq_lens, float(scale)
     )
     return out
+
+
+def fused_supported(x: torch.Tensor, size: int) -> bool:
+    """Whether the fused bf16 elementwise ops (`torch.ops.neutrino_cpu.add_rms_norm_`, `rms_norm_out`,
+    `rotary_neox_` with size = head_dim / 2, `silu_and_mul_out`) handle a CPU bf16 tensor with rows of
+    `size` elements in this build."""
+    if x.device.type != "cpu" or x.dtype != torch.bfloat16 or decode_kernel() is None:
+        return False
+    if size not in _fused_sizes:
+        _fused_sizes[size] = bool(torch.ops.neutrino_cpu.fused_supported(size))
+    return _fused_sizes[size]
