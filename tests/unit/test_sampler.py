@@ -285,3 +285,11 @@ def test_prompt_logprobs() -> None:
     assert compute_prompt_logprobs(logits, [1, 0], k=0)[0][2] == []
     with pytest.raises(ValueError):
         compute_prompt_logprobs(logits, [1], k=1)
+
+
+def test_top_k_beyond_int64_keeps_every_token() -> None:
+    """A huge top_k (an HTTP client may send 2**64) means "no top-k", not an overflow in the step."""
+    logits = torch.tensor([[0.0, 9.0, 1.0, 2.0]])
+    out = Sampler()(logits, [make_request(temperature=1.0, top_k=2**64, seed=3)])
+    ref = Sampler()(logits, [make_request(temperature=1.0, top_k=0, seed=3)])
+    assert out.token_ids == ref.token_ids

@@ -1,4 +1,4 @@
-"""`neutrino` command line: generate, chat, bench."""
+"""`neutrino` command line: generate, chat, serve, bench."""
 
 from __future__ import annotations
 
@@ -10,17 +10,21 @@ from neutrino.errors import NeutrinoError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from neutrino.cli import bench, generate
+    from neutrino.cli import bench, generate, serve
 
     parser = argparse.ArgumentParser(prog="neutrino", description="Neutrino LLM inference engine")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     generate.register(sub)
+    serve.register(sub)
     bench.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from neutrino.cli.serve import set_thread_env
+
+    set_thread_env(sys.argv[1:] if argv is None else argv)  # before build_parser() imports torch
     parser = build_parser()
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING,

@@ -110,6 +110,21 @@ class LLMEngine:
             self._requests[child.request.request_id] = child.request
         self._parents[request_id] = parent
 
+    def validate_request(self, prompt: str | Sequence[int], params: SamplingParams) -> list[int]:
+        """Tokenize and check a request without queuing it; raises what `add_request` would for a bad
+        prompt or one that can never fit. Reads no mutable state, so another thread may call it with
+        token ids (a string prompt uses this engine's tokenizer)."""
+        token_ids = self.tokenize(prompt)
+        max_tokens = self._resolve_max_tokens(len(token_ids), params)
+        kv = self.scheduler.kv_cache_manager
+        needed = kv.blocks_needed(len(token_ids) + max_tokens - 1)
+        if needed > kv.num_usable_blocks:
+            raise RequestRejectedError(
+                f"prompt has {len(token_ids)} tokens and max_tokens is {max_tokens}: it needs {needed} KV "
+                f"blocks but the whole KV cache has {kv.num_usable_blocks} blocks of {kv.block_size} tokens"
+            )
+        return token_ids
+
     def _resolve_max_tokens(self, prompt_len: int, params: SamplingParams) -> int:
         room = self.max_model_len - prompt_len
         if room <= 0 or (params.max_tokens is not None and params.max_tokens > room):

@@ -149,7 +149,8 @@ def _filtered_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch
     temperature = torch.tensor([p.temperature for p in params], dtype=logits.dtype, device=device)
     logits = lp.apply_temperature(logits, temperature)
     if any(p.top_k > 0 or p.top_p < 1.0 for p in params):
-        top_k = torch.tensor([p.top_k for p in params], dtype=torch.long, device=device)
+        vocab = logits.shape[-1]  # a top_k at or above the vocabulary keeps everything (and fits in int64)
+        top_k = torch.tensor([min(p.top_k, vocab) for p in params], dtype=torch.long, device=device)
         top_p = torch.tensor([p.top_p for p in params], dtype=logits.dtype, device=device)
         logits = lp.apply_mask(logits, lp.top_k_top_p_mask(logits, top_k, top_p))
     if any(p.min_p > 0.0 for p in params):

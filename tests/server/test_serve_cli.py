@@ -1,0 +1,35 @@
+"""`neutrino serve` command-line handling that needs no model: help, bad flags and bad environment
+variables exit 2 with a message naming the value."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import NEUTRINO
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([NEUTRINO, "serve", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def test_help_lists_server_options() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--host", "--port", "--served-model-name", "--api-key", "--max-queued-requests",
+                 "--shutdown-grace", "--kv-cache-memory", "--max-num-seqs", "--max-model-len", "NEUTRINO_PORT",
+                 "OMP_WAIT_POLICY"):
+        assert flag in proc.stdout
+
+
+@pytest.mark.parametrize(("args", "env", "word"), [  # each run imports torch: keep the list short
+    ((), {"NEUTRINO_KV_CACHE_MEMORY": "lots"}, "NEUTRINO_KV_CACHE_MEMORY"),
+    (("--port", "70000"), {}, "--port"),
+])
+def test_bad_options_exit_2(args: tuple[str, ...], env: dict[str, str], word: str) -> None:
+    proc = run(*args, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert word in proc.stderr and "Traceback" not in proc.stderr
