@@ -11,6 +11,7 @@ from neutrino.errors import NeutrinoError
 
 def build_parser() -> argparse.ArgumentParser:
     from neutrino.cli import bench, generate, serve
+    from neutrino.cli import eval as eval_cmd
 
     parser = argparse.ArgumentParser(prog="neutrino", description="Neutrino LLM inference engine")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine details")
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.register(sub)
     serve.register(sub)
     bench.register(sub)
+    eval_cmd.register(sub)
     return parser
 
 
