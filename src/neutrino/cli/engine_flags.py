@@ -44,6 +44,9 @@ def add_engine_flags(parser: argparse.ArgumentParser, model_positional: bool = T
     g.add_argument("--no-prefix-caching", action="store_true", help="disable prefix caching")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     g.add_argument("--seed", type=int, default=0, help="seed for requests without their own seed")
+    g.add_argument("--gguf-native", action="store_true",
+                   help="run a GGUF's Q8_0/Q4_0/Q4_1 weights on the low-bit kernels instead of dequantizing "
+                        "them (the default model then loads its packaged Q4_1 GGUF)")
 
 
 def engine_args_from(ns: argparse.Namespace) -> EngineArgs:
@@ -57,6 +60,7 @@ def engine_args_from(ns: argparse.Namespace) -> EngineArgs:
         num_blocks=ns.num_blocks, block_size=ns.block_size, max_num_seqs=ns.max_num_seqs,
         max_num_batched_tokens=ns.max_num_batched_tokens, max_model_len=ns.max_model_len,
         enable_prefix_caching=not ns.no_prefix_caching, num_threads=ns.threads, seed=ns.seed,
+        gguf_native=getattr(ns, "gguf_native", False),
     )
 
 

@@ -23,3 +23,4 @@ class EngineArgs:
     seed: int = 0  # seeds the sampler's generator for requests without their own seed
     attention_backend: str = "torch"
     num_threads: int | None = None  # CPU threads for torch (default: torch's choice)
+    gguf_native: bool = False  # run a GGUF's Q8_0/Q4_0/Q4_1 tensors on the low-bit kernels (no dequantizing)

@@ -14,6 +14,7 @@ from neutrino.engine.args import EngineArgs
 from neutrino.engine.detokenizer import IncrementalDetokenizer
 from neutrino.engine.request_state import ChildState, ParentState
 from neutrino.errors import InvalidParameterError, RequestRejectedError
+from neutrino.models.catalog import get_model_class
 from neutrino.outputs import RequestOutput, TokenLogprob
 from neutrino.request import Request, RequestStatus
 from neutrino.runner.device import resolve_device, resolve_dtype
@@ -21,7 +22,7 @@ from neutrino.runner.model_runner import ModelRunner
 from neutrino.sampling_params import SamplingParams
 from neutrino.scheduler.output import ModelRunnerOutput
 from neutrino.scheduler.scheduler import Scheduler
-from neutrino.weights.resolve import iter_weights, load_model_config, resolve_model
+from neutrino.weights.resolve import load_model_config, open_checkpoint, resolve_model
 from neutrino.weights.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -45,17 +46,20 @@ class LLMEngine:
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
         self.args = args
-        self.resolved = resolve_model(args.model)
+        self.resolved = resolve_model(args.model, prefer_gguf=args.gguf_native)
         self.model_config = load_model_config(self.resolved)
-        self.tokenizer = load_tokenizer(self.resolved.path)
+        self.tokenizer = load_tokenizer(self.resolved.tokenizer_path or self.resolved.path)
         self.device = resolve_device(args.device)
         self.dtype = resolve_dtype(args.dtype, self.device)
         self.max_model_len = _max_model_len(self.model_config, args.max_model_len)
         self.cache_config = CacheConfig(args.block_size, args.kv_cache_memory, args.num_blocks,
                                         args.enable_prefix_caching)
+        stacked = get_model_class(self.model_config.architecture).stacked_params
+        weights, native = open_checkpoint(self.resolved, self.model_config, args.gguf_native, stacked)
         self.runner = ModelRunner(
-            self.model_config, iter_weights(self.resolved), self.cache_config, self.max_model_len,
+            self.model_config, weights, self.cache_config, self.max_model_len,
             self.device, self.dtype, args.attention_backend, source=str(self.resolved.path), seed=args.seed,
+            quant_spec=native,
         )
         sched_cfg = SchedulerConfig(args.max_num_seqs, args.max_num_batched_tokens,
                                     args.enable_chunked_prefill, self.max_model_len)

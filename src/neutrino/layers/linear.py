@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import nn
 
@@ -9,9 +11,16 @@ from neutrino.errors import CheckpointError
 from neutrino.layers.quant.base import QuantMethod, UnquantizedLinearMethod
 
 
+class QuantFactory(Protocol):
+    """Picks a layer's QuantMethod by its (HF) name; None means dense (`layers.quant.registry.LinearQuant`)."""
+
+    def method_for(self, prefix: str) -> QuantMethod | None: ...
+
+
 class Linear(nn.Module):
     """`y = x W^T + b`; `output_sizes` > 1 entries makes it a fused projection (e.g. q|k|v)
-    whose shards are loaded one by one with `load_shard`."""
+    whose shards are loaded one by one with `load_shard`. The weight format comes from `quant_method`,
+    else from `quant.method_for(prefix)`, else it is dense."""
 
     def __init__(
         self,
@@ -21,17 +30,21 @@ class Linear(nn.Module):
         dtype: torch.dtype = torch.float32,
         quant_method: QuantMethod | None = None,
         prefix: str = "",
+        quant: QuantFactory | None = None,
     ) -> None:
         super().__init__()
         self.output_sizes = [output_sizes] if isinstance(output_sizes, int) else list(output_sizes)
         self.in_features = in_features
         self.out_features = sum(self.output_sizes)
         self.prefix = prefix
+        if quant_method is None and quant is not None:
+            quant_method = quant.method_for(prefix)
         self.quant_method = quant_method or UnquantizedLinearMethod()
         self.quant_method.create_weights(self, in_features, self.out_features, bias, dtype)
 
     def load_shard(self, name: str, loaded: torch.Tensor, shard: int = 0) -> None:
-        """Copy a checkpoint tensor (`weight` [out_i, in] or `bias` [out_i]) into shard `shard`."""
+        """Copy a checkpoint tensor (`weight`/`qweight`/`scales`/... [out_i, ...] or `bias` [out_i]) into
+        shard `shard` (rows of output block `shard`)."""
         param = getattr(self, name, None)
         if param is None:
             raise CheckpointError(f"{self.prefix}: checkpoint has a {name!r} this layer does not have")
@@ -39,10 +52,11 @@ class Linear(nn.Module):
         size = self.output_sizes[shard]
         target = param.data.narrow(0, start, size)
         if tuple(loaded.shape) != tuple(target.shape):
-            raise CheckpointError(
-                f"tensor for {self.prefix}.{name} (shard {shard}) has shape {tuple(loaded.shape)}, "
-                f"expected {tuple(target.shape)}"
-            )
+            raise CheckpointError(f"has shape {list(loaded.shape)}, expected {list(target.shape)}")
+        if param.dtype.is_floating_point != loaded.dtype.is_floating_point or (
+            not param.dtype.is_floating_point and param.dtype != loaded.dtype
+        ):
+            raise CheckpointError(f"has dtype {loaded.dtype}, expected {param.dtype}")
         target.copy_(loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import torch
 from torch import nn
@@ -11,6 +11,7 @@ from neutrino.config import ModelConfig
 from neutrino.errors import CheckpointError
 from neutrino.layers.attention.metadata import AttentionMetadata
 from neutrino.layers.linear import Linear
+from neutrino.layers.quant.embedding import tie_lm_head
 
 
 class CausalLM(nn.Module):
@@ -51,48 +52,78 @@ class CausalLM(nn.Module):
         return name, tensor
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
-        """Copy checkpoint tensors into parameters; every parameter must be loaded exactly once."""
+        """Copy checkpoint tensors into parameters; every parameter (every shard of a fused one) must be
+        loaded exactly once."""
         params = dict(self.named_parameters())
-        loaded: set[str] = set()
+        loaded: dict[str, set[int]] = {}
         for raw_name, raw_tensor in weights:
             mapped = self.map_name(raw_name, raw_tensor)
             if mapped is None:
                 continue
             name, tensor = mapped
-            loaded.add(self._load_one(name, tensor, params, source))
-        missing = sorted(set(params) - loaded - self._optional_params())
-        if missing:
-            raise CheckpointError(f"{source}: missing tensors for {missing[:8]}{'...' if len(missing) > 8 else ''}")
-        self.tie_weights()
+            target, shard = self._load_one(name, tensor, params, source)
+            loaded.setdefault(target, set()).add(shard)
+        self._check_complete(params, loaded, source)
+        self.tie_weights(loaded)
         for module in self.modules():
             if isinstance(module, Linear):
                 module.quant_method.process_weights_after_loading(module)
 
     def _optional_params(self) -> set[str]:
-        """Parameters a checkpoint may omit: the lm_head when embeddings are tied."""
-        return {"lm_head.weight"} if self.config.tie_word_embeddings else set()
+        """Parameters a checkpoint may omit: the lm_head's when embeddings are tied."""
+        if not self.config.tie_word_embeddings:
+            return set()
+        return {f"lm_head.{name}" for name, _ in self.lm_head.named_parameters()}
 
-    def tie_weights(self) -> None:
-        """Called after loading, before weights are repacked: a tied lm_head takes the embeddings."""
+    def _check_complete(self, params: dict, loaded: dict[str, set[int]], source: str) -> None:
+        missing, optional = [], self._optional_params()
+        for name, param in params.items():
+            if name in optional:
+                continue
+            module = self.get_submodule(name.rpartition(".")[0])
+            sizes = module.output_sizes if isinstance(module, Linear) else [param.shape[0] if param.dim() else 0]
+            for shard in sorted(set(range(len(sizes))) - loaded.get(name, set())):
+                shape = [sizes[shard], *param.shape[1:]] if param.dim() else []
+                missing.append(f"{self._part_name(name, shard)} {shape}")
+        if missing:
+            more = "..." if len(missing) > 8 else ""
+            raise CheckpointError(f"{source}: missing tensors (name [shape]) {missing[:8]}{more}")
+
+    def _part_name(self, target: str, shard: int) -> str:
+        """The checkpoint name of shard `shard` of parameter `target` (e.g. k_proj for qkv_proj, shard 1)."""
+        for fused, part, index in self.stacked_params:
+            if index == shard and f".{fused}." in target:
+                return target.replace(f".{fused}.", f".{part}.")
+        return target
+
+    def tie_weights(self, loaded: Collection[str] = ()) -> None:
+        """Called after loading, before weights are repacked: a tied lm_head takes the embeddings (see
+        `tie_lm_head` for quantized lm_heads)."""
         if self.config.tie_word_embeddings:
-            self.lm_head.weight.data = self.input_embeddings().weight.data
+            tie_lm_head(self.lm_head, self.input_embeddings(), loaded)
 
-    def _load_one(self, name: str, tensor: torch.Tensor, params: dict, source: str) -> str:
-        for fused, part, shard in self.stacked_params:
+    def _load_one(self, name: str, tensor: torch.Tensor, params: dict, source: str) -> tuple[str, int]:
+        target, shard = name, 0
+        for fused, part, index in self.stacked_params:
             if part in name:
-                target = name.replace(part, fused)
-                module_name, _, kind = target.rpartition(".")
-                module = self.get_submodule(module_name) if target in params else None
-                if module is None:
-                    raise CheckpointError(f"{source}: unexpected tensor {name!r} (no parameter {target!r})")
+                target, shard = name.replace(part, fused), index
+                break
+        if target not in params:
+            raise CheckpointError(f"{source}: unexpected tensor {name!r} for {type(self).__name__}"
+                                  + (f" (no parameter {target!r})" if target != name else ""))
+        module_name, _, kind = target.rpartition(".")
+        module = self.get_submodule(module_name) if module_name else self
+        try:
+            if isinstance(module, Linear):
                 module.load_shard(kind, tensor, shard)
-                return target
-        if name not in params:
-            raise CheckpointError(f"{source}: unexpected tensor {name!r} for {type(self).__name__}")
-        param = params[name]
-        if tuple(param.shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(param.shape)}"
-            )
-        param.data.copy_(tensor)
-        return name
+            else:
+                _copy_checked(params[target], tensor)
+        except CheckpointError as e:
+            raise CheckpointError(f"{source}: tensor {name!r} {e}") from None
+        return target, shard
+
+
+def _copy_checked(param: torch.Tensor, tensor: torch.Tensor) -> None:
+    if tuple(param.shape) != tuple(tensor.shape):
+        raise CheckpointError(f"has shape {list(tensor.shape)}, expected {list(param.shape)}")
+    param.data.copy_(tensor)

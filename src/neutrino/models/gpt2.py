@@ -9,7 +9,7 @@ from neutrino.config import ModelConfig
 from neutrino.layers.activation import get_activation
 from neutrino.layers.attention.backend import AttentionBackend
 from neutrino.layers.attention.metadata import AttentionMetadata
-from neutrino.layers.linear import Linear
+from neutrino.layers.linear import Linear, QuantFactory
 from neutrino.models.base import CausalLM
 from neutrino.models.registry import MODELS
 
@@ -19,16 +19,17 @@ _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c
 class GPT2Block(nn.Module):
     """Pre-LayerNorm block with multi-head attention (no GQA) and a GELU MLP."""
 
-    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, backend: AttentionBackend, prefix: str) -> None:
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, backend: AttentionBackend, prefix: str,
+                 quant: QuantFactory | None = None) -> None:
         super().__init__()
         h = cfg.hidden_size
         self.num_heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
         self.ln_1 = nn.LayerNorm(h, eps=cfg.rms_norm_eps, dtype=dtype)
-        self.c_attn = Linear(h, 3 * h, True, dtype, prefix=f"{prefix}.attn.c_attn")
-        self.attn_proj = Linear(h, h, True, dtype, prefix=f"{prefix}.attn.c_proj")
+        self.c_attn = Linear(h, 3 * h, True, dtype, prefix=f"{prefix}.attn.c_attn", quant=quant)
+        self.attn_proj = Linear(h, h, True, dtype, prefix=f"{prefix}.attn.c_proj", quant=quant)
         self.ln_2 = nn.LayerNorm(h, eps=cfg.rms_norm_eps, dtype=dtype)
-        self.c_fc = Linear(h, cfg.intermediate_size, True, dtype, prefix=f"{prefix}.mlp.c_fc")
-        self.mlp_proj = Linear(cfg.intermediate_size, h, True, dtype, prefix=f"{prefix}.mlp.c_proj")
+        self.c_fc = Linear(h, cfg.intermediate_size, True, dtype, prefix=f"{prefix}.mlp.c_fc", quant=quant)
+        self.mlp_proj = Linear(cfg.intermediate_size, h, True, dtype, prefix=f"{prefix}.mlp.c_proj", quant=quant)
         self.act = get_activation(cfg.hidden_act)
         self.backend = backend
         self.scale = self.head_dim**-0.5
@@ -45,14 +46,16 @@ class GPT2Block(nn.Module):
 class GPT2LMHeadModel(CausalLM):
     """GPT-2 with tied input/output embeddings."""
 
-    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, backend: AttentionBackend, max_len: int) -> None:
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, backend: AttentionBackend, max_len: int,
+                 quant: QuantFactory | None = None) -> None:
         super().__init__()
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
         self.wpe = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size, dtype=dtype)
-        self.h = nn.ModuleList(GPT2Block(cfg, dtype, backend, f"transformer.h.{i}") for i in range(cfg.num_hidden_layers))
+        self.h = nn.ModuleList(GPT2Block(cfg, dtype, backend, f"transformer.h.{i}", quant)
+                               for i in range(cfg.num_hidden_layers))
         self.ln_f = nn.LayerNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
-        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, False, dtype, prefix="lm_head")
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, False, dtype, prefix="lm_head", quant=quant)
         self.requires_grad_(False)
 
     def forward(self, input_ids, positions, kv_caches, meta: AttentionMetadata):

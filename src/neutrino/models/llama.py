@@ -9,7 +9,7 @@ from neutrino.config import ModelConfig
 from neutrino.layers.activation import silu_and_mul
 from neutrino.layers.attention.backend import AttentionBackend
 from neutrino.layers.attention.metadata import AttentionMetadata
-from neutrino.layers.linear import Linear
+from neutrino.layers.linear import Linear, QuantFactory
 from neutrino.layers.norm import RMSNorm
 from neutrino.layers.rotary import RotaryEmbedding
 from neutrino.models.base import CausalLM
@@ -19,13 +19,14 @@ from neutrino.models.registry import MODELS
 class LlamaAttention(nn.Module):
     """Fused qkv projection, optional QK-norm, rotary, paged attention, output projection."""
 
-    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, backend: AttentionBackend, prefix: str) -> None:
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, backend: AttentionBackend, prefix: str,
+                 quant: QuantFactory | None = None) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.qkv_proj = Linear(cfg.hidden_size, [q_size, kv_size, kv_size], cfg.attention_bias, dtype,
-                               prefix=f"{prefix}.qkv_proj")
-        self.o_proj = Linear(q_size, cfg.hidden_size, False, dtype, prefix=f"{prefix}.o_proj")
+                               prefix=f"{prefix}.qkv_proj", quant=quant)
+        self.o_proj = Linear(q_size, cfg.hidden_size, False, dtype, prefix=f"{prefix}.o_proj", quant=quant)
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps, dtype) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps, dtype) if cfg.qk_norm else None
         self.splits = [q_size, kv_size, kv_size]
@@ -47,11 +48,12 @@ class LlamaAttention(nn.Module):
 class LlamaMLP(nn.Module):
     """SwiGLU MLP with a fused gate|up projection."""
 
-    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, prefix: str) -> None:
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, prefix: str, quant: QuantFactory | None = None) -> None:
         super().__init__()
         size = cfg.intermediate_size
-        self.gate_up_proj = Linear(cfg.hidden_size, [size, size], False, dtype, prefix=f"{prefix}.gate_up_proj")
-        self.down_proj = Linear(size, cfg.hidden_size, False, dtype, prefix=f"{prefix}.down_proj")
+        self.gate_up_proj = Linear(cfg.hidden_size, [size, size], False, dtype, prefix=f"{prefix}.gate_up_proj",
+                                   quant=quant)
+        self.down_proj = Linear(size, cfg.hidden_size, False, dtype, prefix=f"{prefix}.down_proj", quant=quant)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
@@ -60,10 +62,11 @@ class LlamaMLP(nn.Module):
 class LlamaDecoderLayer(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(x))."""
 
-    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, backend: AttentionBackend, prefix: str) -> None:
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, backend: AttentionBackend, prefix: str,
+                 quant: QuantFactory | None = None) -> None:
         super().__init__()
-        self.self_attn = LlamaAttention(cfg, dtype, backend, f"{prefix}.self_attn")
-        self.mlp = LlamaMLP(cfg, dtype, f"{prefix}.mlp")
+        self.self_attn = LlamaAttention(cfg, dtype, backend, f"{prefix}.self_attn", quant)
+        self.mlp = LlamaMLP(cfg, dtype, f"{prefix}.mlp", quant)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
 
@@ -91,17 +94,18 @@ class LlamaForCausalLM(CausalLM):
         ("gate_up_proj", "up_proj", 1),
     )
 
-    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, backend: AttentionBackend, max_len: int) -> None:
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, backend: AttentionBackend, max_len: int,
+                 quant: QuantFactory | None = None) -> None:
         super().__init__()
         self.config = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
         self.embed_tokens.weight.requires_grad_(False)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(cfg, dtype, backend, f"model.layers.{i}") for i in range(cfg.num_hidden_layers)
+            LlamaDecoderLayer(cfg, dtype, backend, f"model.layers.{i}", quant) for i in range(cfg.num_hidden_layers)
         )
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.rotary = RotaryEmbedding(cfg.head_dim, max_len, cfg.rope_theta, cfg.rope_scaling, dtype)
-        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, False, dtype, prefix="lm_head")
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, False, dtype, prefix="lm_head", quant=quant)
 
     def forward(self, input_ids, positions, kv_caches, meta: AttentionMetadata):
         hidden = self.embed_tokens(input_ids)  # [T, hidden]

@@ -11,6 +11,8 @@ from neutrino.config import CacheConfig, ModelConfig
 from neutrino.errors import ConfigError
 from neutrino.layers.attention import cpu_kernels
 from neutrino.layers.attention.backend import ATTENTION_BACKENDS
+from neutrino.layers.quant.config import QuantConfig
+from neutrino.layers.quant.registry import LinearQuant, NativeFormats, quant_config_of
 from neutrino.models.base import CausalLM
 from neutrino.models.catalog import get_model_class
 from neutrino.request import Request
@@ -42,14 +44,19 @@ class ModelRunner:
         attention_backend: str = "torch",
         source: str = "checkpoint",
         seed: int = 0,
+        quant_spec: QuantConfig | NativeFormats | None = None,
     ) -> None:
         self.model_config = model_config
         self.device, self.dtype = device, dtype
         self.block_size = cache_config.block_size
         backend = ATTENTION_BACKENDS.get(attention_backend)()
         model_cls = get_model_class(model_config.architecture)
+        spec = quant_spec if quant_spec is not None else quant_config_of(model_config, f"{source}/config.json")
+        quant = LinearQuant(spec, model_cls.stacked_params, source) if spec is not None else None
         with torch.device(device):
-            self.model: CausalLM = model_cls(model_config, dtype, backend, max_model_len)
+            self.model: CausalLM = model_cls(model_config, dtype, backend, max_model_len, quant=quant)
+            if quant is not None:
+                quant.prepare_model(self.model)
         self.model.load_weights(weights, source)
         self.model.eval()
         self.num_blocks = self._num_blocks(cache_config)

@@ -7,6 +7,7 @@ K-quants, ...).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,14 +58,22 @@ class GGUFTensorInfo:
 
 
 def open_gguf(path: Path) -> Any:
-    """A `gguf.GGUFReader` on `path`; CheckpointError naming the file if it is missing or not GGUF."""
-    import gguf
-
+    """A `gguf.GGUFReader` on `path`; CheckpointError naming the file if it is missing or not GGUF. The
+    last two readers are reused while the file is unchanged (parsing the metadata takes seconds, and
+    loading a model reads the config and the weights separately)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: GGUF file not found")
+    st = path.stat()
+    return _open_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _open_cached(path: str, mtime_ns: int, size: int) -> Any:
+    import gguf
+
     try:
-        return gguf.GGUFReader(str(path))
+        return gguf.GGUFReader(path)
     except Exception as e:  # the reader raises ValueError/struct/IndexError on garbage
         raise CheckpointError(f"{path}: not a valid GGUF file ({type(e).__name__}: {e})") from e
 

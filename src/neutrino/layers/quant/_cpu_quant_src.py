@@ -1,0 +1,413 @@
+"""C++ source of the CPU low-bit kernels, JIT-compiled by `layers/quant/cpu_kernels.py` into the
+`neutrino_quant` torch op library.
+
+Ops (all CPU; `T` is float32, bfloat16 or float16; accumulation is float32):
+- `lowbit_linear(x[M,K] T, bits, qb, scales, offsets?, group_size) -> y[M,N] T`: y = x @ W^T with
+  W[n,k] = q[n,k] * s[n,g] + o[n,g], g = k // group_size, for 8-bit (int8) or 4-bit (uint8 nibbles)
+  codes and scales/offsets (float32, bfloat16 or float16) in the 16-row blocked layout described at
+  the kernel. The
+  weight-only kernel for every int8/int4/3-bit format (per-channel or group-wise, symmetric, asymmetric,
+  GGUF's d * q + m): small batches (decode), fp32 FMAs on the integer codes, one scale per group.
+- `lowbit_dequant(bits, qb, scales, offsets?, group_size, dtype, n0, n1) -> W^T[K, n1-n0] T`: rows
+  [n0, n1) of the same W, for large batches (dequantize, then the dtype's GEMM).
+- `quantize_per_token(x[M,K] T) -> (xq int8, x_scale f32[M])`: symmetric dynamic int8 per row,
+  x_scale = max|x| / 127 (1 for an all-zero row), xq = round_half_even(x / x_scale).
+- `w8a8_scale(acc[M,N] int32, x_scale[M], w_scale[N], bias?, dtype) -> y`: (acc * x_scale) * w_scale + b.
+"""
+
+KERNEL_VERSION = "4"
+
+SOURCE = r"""
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define NQ_AVX512 1
+#else
+#define NQ_AVX512 0
+#endif
+
+namespace {
+
+// Calls f(T{}) with T the C++ type of a float32, bfloat16 or float16 dtype.
+template <typename F>
+void dispatch_float(at::ScalarType t, const char* what, F&& f) {
+  switch (t) {
+    case at::kFloat: f(float{}); break;
+    case at::kBFloat16: f(c10::BFloat16{}); break;
+    case at::kHalf: f(c10::Half{}); break;
+    default: TORCH_CHECK(false, what, ": unsupported dtype ", t, " (expected float32, bfloat16 or float16)");
+  }
+}
+
+#if NQ_AVX512
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const c10::BFloat16* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline __m512 load16(const c10::Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline void store16(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+inline void store16(c10::Half* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+#if defined(__AVX512BF16__)
+inline void store16(c10::BFloat16* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v));
+}
+#else
+inline void store16(c10::BFloat16* p, __m512 v) {  // round to nearest even (NaN-free inputs)
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r));
+}
+#endif
+#endif
+
+// ---- int8 / int4 group-wise linear, blocked layout ----------------------------------------------
+// Codes are stored per block of 16 output rows, column-major within the block: int8 qb[N / 16, K, 16]
+// (qb[b, k, i] = q[16 b + i, k]); int4 qb[N / 16, K / 2, 16] (byte [b, j, i] holds row 16 b + i,
+// columns 2j (low nibble) and 2j + 1 (high nibble), i.e. a checkpoint's packed qweight, blocked).
+// Scales and offsets are [N / 16, G, 16]; W[n, k] = q[n, k] * s[n, g] + o[n, g]. One 16-byte load gives
+// one (int8) or two (int4) columns of 16 rows, so the kernel vectorises over output rows (x[m, k] is
+// broadcast), needs no horizontal reductions, and reads each block as one stream. Per group it sums
+// q * x, then scales: y += s * sum(q x) + o * sum(x).
+struct LBArgs {
+  const float* x; int64_t K;        // x [M, K] float, contiguous
+  const float* xg;                  // [M, G] group sums of x (only with offsets)
+  const uint8_t* q;                 // blocked codes
+  const void* s; const void* o;     // [N / 16, G, 16] in the scale type SC; o may be null
+  int64_t G, gs, N;
+  float* y;                         // [M, N] float
+};
+
+template <int BITS> constexpr int64_t block_bytes(int64_t K) { return BITS == 8 ? 16 * K : 8 * K; }
+
+#if NQ_AVX512
+constexpr int64_t kPrefetch = 1024;  // bytes ahead in each block's code stream
+constexpr int64_t kScalePrefetch = 64;  // scales ahead (4 groups of 16 rows) in the scale/offset streams
+
+// Bytes from the start of a block to column k (k even).
+template <int BITS> constexpr int64_t col_bytes(int64_t k) { return BITS == 8 ? k * 16 : (k / 2) * 16; }
+// Column pairs per 64-byte cache line of a block's stream.
+template <int BITS> constexpr int64_t pairs_per_line() { return BITS == 8 ? 2 : 4; }
+
+// Columns k and k + 1 (k even) of the 16 rows of a block, as floats.
+template <int BITS>
+inline void load_cols(const uint8_t* blk, int64_t k, __m512& w0, __m512& w1) {
+  if (BITS == 8) {
+    const uint8_t* p = blk + k * 16;
+    w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
+  } else {
+    const uint8_t* p = blk + (k / 2) * 16;
+    const __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m512 lut = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    w0 = _mm512_permutexvar_ps(d, lut);  // vpermps reads the low 4 bits of each index: the low nibble
+    w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(d, 4), lut);
+  }
+}
+
+// NB row blocks (16 rows each) x MB tokens; two accumulator sets (even/odd k) for independent FMA chains.
+template <int BITS, typename SC, int NB, int MB, bool OFF>
+inline void lb_tile(const LBArgs& a, int64_t b0, int64_t m0) {
+  __m512 tot[NB][MB];
+  for (int i = 0; i < NB; ++i)
+    for (int j = 0; j < MB; ++j) tot[i][j] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < a.G; ++g) {
+    __m512 acc[2][NB][MB];
+    for (int p = 0; p < 2; ++p)
+      for (int i = 0; i < NB; ++i)
+        for (int j = 0; j < MB; ++j) acc[p][i][j] = _mm512_setzero_ps();
+    const int64_t kend = (g + 1) * a.gs;
+    for (int64_t k = g * a.gs; k < kend; k += 2) {
+      const bool line_start = (k / 2) % pairs_per_line<BITS>() == 0;  // one prefetch per cache line
+      for (int i = 0; i < NB; ++i) {
+        const uint8_t* blk = a.q + (b0 + i) * block_bytes<BITS>(a.K);
+        if (line_start) _mm_prefetch(reinterpret_cast<const char*>(blk + col_bytes<BITS>(k) + kPrefetch), _MM_HINT_T0);
+        __m512 w0, w1;
+        load_cols<BITS>(blk, k, w0, w1);
+        for (int j = 0; j < MB; ++j) {
+          acc[0][i][j] = _mm512_fmadd_ps(w0, _mm512_set1_ps(a.x[(m0 + j) * a.K + k]), acc[0][i][j]);
+          acc[1][i][j] = _mm512_fmadd_ps(w1, _mm512_set1_ps(a.x[(m0 + j) * a.K + k + 1]), acc[1][i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < NB; ++i) {
+      const SC* sp = static_cast<const SC*>(a.s) + ((b0 + i) * a.G + g) * 16;
+      _mm_prefetch(reinterpret_cast<const char*>(sp + kScalePrefetch), _MM_HINT_T0);
+      const __m512 sv = load16(sp);
+      __m512 ov = _mm512_setzero_ps();
+      if (OFF) {
+        const SC* op = static_cast<const SC*>(a.o) + ((b0 + i) * a.G + g) * 16;
+        _mm_prefetch(reinterpret_cast<const char*>(op + kScalePrefetch), _MM_HINT_T0);
+        ov = load16(op);
+      }
+      for (int j = 0; j < MB; ++j) {
+        tot[i][j] = _mm512_fmadd_ps(_mm512_add_ps(acc[0][i][j], acc[1][i][j]), sv, tot[i][j]);
+        if (OFF) tot[i][j] = _mm512_fmadd_ps(_mm512_set1_ps(a.xg[(m0 + j) * a.G + g]), ov, tot[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < NB; ++i)
+    for (int j = 0; j < MB; ++j) _mm512_storeu_ps(a.y + (m0 + j) * a.N + (b0 + i) * 16, tot[i][j]);
+}
+
+template <int BITS, typename SC, int NB, int MB, bool OFF>
+inline void lb_blocks(const LBArgs& a, int64_t b0, int64_t b1, int64_t m0) {
+  int64_t b = b0;
+  for (; b + NB <= b1; b += NB) lb_tile<BITS, SC, NB, MB, OFF>(a, b, m0);
+  for (; b < b1; ++b) lb_tile<BITS, SC, 1, MB, OFF>(a, b, m0);
+}
+
+template <int BITS, typename SC, bool OFF>
+void lb_run(const LBArgs& a, int64_t b0, int64_t b1, int64_t M) {
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4) lb_blocks<BITS, SC, 1, 4, OFF>(a, b0, b1, m);
+  if (m + 2 <= M) { lb_blocks<BITS, SC, 2, 2, OFF>(a, b0, b1, m); m += 2; }
+  if (m < M) lb_blocks<BITS, SC, 8, 1, OFF>(a, b0, b1, m);
+}
+#endif
+
+// Code of row i of block b at column k.
+template <int BITS>
+inline float code_at(const uint8_t* q, int64_t K, int64_t b, int64_t k, int64_t i) {
+  if (BITS == 8) return static_cast<float>(reinterpret_cast<const int8_t*>(q)[(b * K + k) * 16 + i]);
+  const uint8_t byte = q[b * 8 * K + (k / 2) * 16 + i];
+  return static_cast<float>((k & 1) ? (byte >> 4) : (byte & 15));
+}
+
+template <int BITS, typename SC>
+void lb_run_generic(const LBArgs& a, int64_t b0, int64_t b1, int64_t M) {
+  const SC* sp = static_cast<const SC*>(a.s);
+  const SC* op = static_cast<const SC*>(a.o);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t i = 0; i < 16; ++i) {
+        float tot = 0.f;
+        for (int64_t g = 0; g < a.G; ++g) {
+          float acc = 0.f;
+          for (int64_t k = g * a.gs; k < (g + 1) * a.gs; ++k) acc += code_at<BITS>(a.q, a.K, b, k, i) * a.x[m * a.K + k];
+          tot += acc * static_cast<float>(sp[(b * a.G + g) * 16 + i]);
+          if (op) tot += a.xg[m * a.G + g] * static_cast<float>(op[(b * a.G + g) * 16 + i]);
+        }
+        a.y[m * a.N + b * 16 + i] = tot;
+      }
+}
+
+// K from the blocked codes' shape, after checking it and the scales/offsets.
+int64_t check_blocked(int64_t bits, const at::Tensor& q, const at::Tensor& scales,
+                      const c10::optional<at::Tensor>& offsets, int64_t group_size) {
+  TORCH_CHECK(bits == 8 || bits == 4, "bits must be 8 or 4");
+  TORCH_CHECK(q.dim() == 3 && q.size(2) == 16 && q.is_contiguous() &&
+              q.scalar_type() == (bits == 8 ? at::kChar : at::kByte),
+              "q: contiguous [N / 16, K (int8) or K / 2 (uint8), 16]");
+  const int64_t K = bits == 8 ? q.size(1) : 2 * q.size(1);
+  TORCH_CHECK(group_size > 0 && group_size % 2 == 0, "group_size must be even");
+  TORCH_CHECK(scales.dim() == 3 && scales.is_contiguous() && scales.size(0) == q.size(0) && scales.size(2) == 16 &&
+              scales.size(1) * group_size == K, "scales: contiguous [N / 16, K / group_size, 16]");
+  if (offsets.has_value())
+    TORCH_CHECK(offsets->sizes() == scales.sizes() && offsets->scalar_type() == scales.scalar_type() &&
+                offsets->is_contiguous(), "offsets: like scales");
+  return K;
+}
+
+// x [M, K] (row stride x_s0) of type T -> float32 rows, and per-group sums when `xg` is non-null.
+template <typename T>
+void load_x(const T* xp, int64_t x_s0, int64_t M, int64_t K, int64_t gs, float* xf, float* xg) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k) xf[m * K + k] = static_cast<float>(xp[m * x_s0 + k]);
+  if (xg)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t g = 0; g < K / gs; ++g) {
+        float sum = 0.f;
+        for (int64_t k = g * gs; k < (g + 1) * gs; ++k) sum += xf[m * K + k];
+        xg[m * (K / gs) + g] = sum;
+      }
+}
+
+// One ATen allocation per call (the output): x is converted and summed into local buffers, and each task
+// converts its own output rows, so a batch-1 call costs little beyond the kernel itself.
+at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q, const at::Tensor& scales,
+                         const c10::optional<at::Tensor>& offsets, int64_t group_size) {
+  const int64_t K = check_blocked(bits, q, scales, offsets, group_size);
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == K && x.stride(1) == 1, "x: [M, K] with unit column stride");
+  const int64_t M = x.size(0), G = scales.size(1), NBLK = q.size(0), N = NBLK * 16;
+  const bool off = offsets.has_value();
+  std::vector<float> xf(M * K), xg(off ? M * G : 0);
+  dispatch_float(x.scalar_type(), "lowbit_linear x", [&](auto tag) {
+    using T = decltype(tag);
+    load_x<T>(x.data_ptr<T>(), x.stride(0), M, K, group_size, xf.data(), off ? xg.data() : nullptr);
+  });
+  at::Tensor y = at::empty({M, N}, x.options());
+  const bool direct = x.scalar_type() == at::kFloat;
+  std::vector<float> yf(direct ? 0 : M * N);
+  LBArgs a{xf.data(), K, off ? xg.data() : nullptr, static_cast<const uint8_t*>(q.data_ptr()), scales.data_ptr(),
+           off ? offsets->data_ptr() : nullptr, G, group_size, N, direct ? y.data_ptr<float>() : yf.data()};
+  const int64_t grain = std::max<int64_t>(4, 65536 / (16 * K));  // row blocks per task
+  dispatch_float(scales.scalar_type(), "lowbit_linear scales", [&](auto tag) {
+    using SC = decltype(tag);
+    at::parallel_for(0, NBLK, grain, [&](int64_t b0, int64_t b1) {
+#if NQ_AVX512
+      if (bits == 8) { if (off) lb_run<8, SC, true>(a, b0, b1, M); else lb_run<8, SC, false>(a, b0, b1, M); }
+      else { if (off) lb_run<4, SC, true>(a, b0, b1, M); else lb_run<4, SC, false>(a, b0, b1, M); }
+#else
+      if (bits == 8) lb_run_generic<8, SC>(a, b0, b1, M); else lb_run_generic<4, SC>(a, b0, b1, M);
+#endif
+      if (!direct)
+        dispatch_float(x.scalar_type(), "lowbit_linear y", [&](auto otag) {
+          using T = decltype(otag);
+          T* yp = y.data_ptr<T>();
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = b0 * 16; n < b1 * 16; ++n) yp[m * N + n] = static_cast<T>(yf[m * N + n]);
+        });
+    });
+  });
+  return y;
+}
+
+// Rows [n0, n1) of W as W^T[K, n1 - n0]: W^T[k, 16 b + i] = q * s + o, in tiles of 16 row blocks x 32
+// columns (keeps the pages touched within the TLB's reach).
+template <int BITS, typename SC, typename T>
+void dequant_tiles(const LBArgs& a, int64_t B0, int64_t NB, int64_t W, T* outp, int64_t t0, int64_t t1) {
+  const SC* sp = static_cast<const SC*>(a.s);
+  const SC* op = static_cast<const SC*>(a.o);
+  for (int64_t kt = 0; kt < a.K; kt += 32)
+    for (int64_t bt = t0 * 16; bt < std::min(NB, t1 * 16); bt += 16)
+      for (int64_t k = kt; k < std::min(a.K, kt + 32); k += 2) {
+        const int64_t g = k / a.gs;
+        for (int64_t bl = bt; bl < std::min(NB, bt + 16); ++bl) {
+          const int64_t b = B0 + bl, si = (b * a.G + g) * 16;
+          T* dst = outp + k * W + bl * 16;
+#if NQ_AVX512
+          __m512 w0, w1;
+          load_cols<BITS>(a.q + b * block_bytes<BITS>(a.K), k, w0, w1);
+          const __m512 sv = load16(sp + si);
+          const __m512 ov = op ? load16(op + si) : _mm512_setzero_ps();
+          store16(dst, _mm512_fmadd_ps(w0, sv, ov));
+          store16(dst + W, _mm512_fmadd_ps(w1, sv, ov));
+#else
+          for (int64_t i = 0; i < 16; ++i)
+            for (int64_t c = 0; c < 2; ++c)
+              dst[c * W + i] = static_cast<T>(code_at<BITS>(a.q, a.K, b, k + c, i) * static_cast<float>(sp[si + i]) +
+                                              (op ? static_cast<float>(op[si + i]) : 0.f));
+#endif
+        }
+      }
+}
+
+at::Tensor lowbit_dequant(int64_t bits, const at::Tensor& q, const at::Tensor& scales,
+                          const c10::optional<at::Tensor>& offsets, int64_t group_size, at::ScalarType dtype,
+                          int64_t n0, int64_t n1) {
+  const int64_t K = check_blocked(bits, q, scales, offsets, group_size), N = q.size(0) * 16;
+  TORCH_CHECK(0 <= n0 && n0 < n1 && n1 <= N && n0 % 16 == 0 && n1 % 16 == 0, "rows [n0, n1): multiples of 16");
+  const int64_t B0 = n0 / 16, NB = (n1 - n0) / 16, W = n1 - n0;
+  at::Tensor out = at::empty({K, W}, q.options().dtype(dtype));
+  LBArgs a{nullptr, K, nullptr, static_cast<const uint8_t*>(q.data_ptr()), scales.data_ptr(),
+           offsets.has_value() ? offsets->data_ptr() : nullptr, scales.size(1), group_size, N, nullptr};
+  dispatch_float(dtype, "lowbit_dequant", [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_float(scales.scalar_type(), "lowbit_dequant scales", [&](auto stag) {
+      using SC = decltype(stag);
+      T* outp = out.data_ptr<T>();
+      at::parallel_for(0, (NB + 15) / 16, 1, [&](int64_t t0, int64_t t1) {
+        if (bits == 8) dequant_tiles<8, SC, T>(a, B0, NB, W, outp, t0, t1);
+        else dequant_tiles<4, SC, T>(a, B0, NB, W, outp, t0, t1);
+      });
+    });
+  });
+  return out;
+}
+
+// ---- W8A8 helpers -------------------------------------------------------------------------------
+std::tuple<at::Tensor, at::Tensor> quantize_per_token(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1, "x: [M, K] with unit column stride");
+  const int64_t M = x.size(0), K = x.size(1);
+  at::Tensor xq = at::empty({M, K}, x.options().dtype(at::kChar));
+  at::Tensor xs = at::empty({M}, x.options().dtype(at::kFloat));
+  int8_t* qp = xq.data_ptr<int8_t>();
+  float* sp = xs.data_ptr<float>();
+  dispatch_float(x.scalar_type(), "quantize_per_token", [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data_ptr<T>();
+    const int64_t s0 = x.stride(0);
+    at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; ++m) {
+        const T* r = xp + m * s0;
+        float amax = 0.f;
+        for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(static_cast<float>(r[k])));
+        const float s = amax > 0.f ? amax / 127.f : 1.f;
+        sp[m] = s;
+        for (int64_t k = 0; k < K; ++k) {
+          const float v = std::nearbyint(static_cast<float>(r[k]) / s);
+          qp[m * K + k] = static_cast<int8_t>(std::min(127.f, std::max(-128.f, v)));
+        }
+      }
+    });
+  });
+  return {xq, xs};
+}
+
+at::Tensor w8a8_scale(const at::Tensor& acc, const at::Tensor& xs, const at::Tensor& ws,
+                      const c10::optional<at::Tensor>& bias, at::ScalarType dtype) {
+  TORCH_CHECK(acc.dim() == 2 && acc.scalar_type() == at::kInt, "acc: int32 [M, N]");
+  const at::Tensor a = acc.contiguous(), xf = xs.to(at::kFloat).contiguous(), wf = ws.to(at::kFloat).contiguous();
+  const int64_t M = a.size(0), N = a.size(1);
+  TORCH_CHECK(xf.numel() == M && wf.numel() == N, "x_scale [M], w_scale [N]");
+  at::Tensor bf;
+  if (bias.has_value()) bf = bias->to(at::kFloat).contiguous();
+  const float* bp = bias.has_value() ? bf.data_ptr<float>() : nullptr;
+  at::Tensor out = at::empty({M, N}, a.options().dtype(dtype));
+  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / N), [&](int64_t m0, int64_t m1) {
+    dispatch_float(dtype, "w8a8_scale", [&](auto tag) {
+    using scalar_t = decltype(tag);
+      for (int64_t m = m0; m < m1; ++m) {
+        const int32_t* ar = a.data_ptr<int32_t>() + m * N;
+        const float sx = xf.data_ptr<float>()[m];
+        scalar_t* orow = out.data_ptr<scalar_t>() + m * N;
+        const float* w = wf.data_ptr<float>();
+        for (int64_t n = 0; n < N; ++n) {
+          float v = (static_cast<float>(ar[n]) * sx) * w[n];
+          if (bp) v += bp[n];
+          orow[n] = static_cast<scalar_t>(v);
+        }
+      }
+    });
+  });
+  return out;
+}
+
+std::string isa() { return NQ_AVX512 ? "avx512" : "generic"; }
+
+}  // namespace
+
+TORCH_LIBRARY(neutrino_quant, m) {
+  m.def("lowbit_linear(Tensor x, int bits, Tensor q, Tensor scales, Tensor? offsets, int group_size) -> Tensor");
+  m.def("lowbit_dequant(int bits, Tensor q, Tensor scales, Tensor? offsets, int group_size, ScalarType dtype, "
+        "int n0, int n1) -> Tensor");
+  m.def("quantize_per_token(Tensor x) -> (Tensor, Tensor)");
+  m.def("w8a8_scale(Tensor acc, Tensor x_scale, Tensor w_scale, Tensor? bias, ScalarType dtype) -> Tensor");
+  m.def("isa() -> str", []() { return isa(); });
+}
+
+TORCH_LIBRARY_IMPL(neutrino_quant, CPU, m) {
+  m.impl("lowbit_linear", &lowbit_linear);
+  m.impl("lowbit_dequant", &lowbit_dequant);
+  m.impl("quantize_per_token", &quantize_per_token);
+  m.impl("w8a8_scale", &w8a8_scale);
+}
+"""
