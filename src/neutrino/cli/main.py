@@ -1,4 +1,4 @@
-"""`neutrino` command line: generate, chat, serve, bench."""
+"""`neutrino` command line: generate, chat, serve, bench, eval, compress."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from neutrino.errors import NeutrinoError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from neutrino.cli import bench, generate, serve
+    from neutrino.cli import bench, compress, generate, serve
     from neutrino.cli import eval as eval_cmd
 
     parser = argparse.ArgumentParser(prog="neutrino", description="Neutrino LLM inference engine")
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(sub)
     bench.register(sub)
     eval_cmd.register(sub)
+    compress.register(sub)
     return parser
 
 

@@ -1,0 +1,170 @@
+"""Compression quality (and optionally speed) on SmolLM2-135M-Instruct: compress with each method, evaluate
+each on the `evaluate` package's perplexity protocol (lee_background, float32) against P0, the source
+itself, and report ratios and the share of RTN's gap to P0 that GPTQ / AWQ close. JSON output.
+
+Each variant is compressed in a fresh subprocess, so its peak host memory is its own. Results are
+written after every variant; `--resume` skips the variants already in `--out`. The speed part
+(`--speed`: batch-1 decode and 32-request throughput through the engine) is skipped, with the reason
+recorded, for a checkpoint the engine cannot load.
+
+    python benchmarks/compression.py --out benchmarks/results/compression.json --group-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TARGETS = {  # variant -> (kind, bound, RTN variant for gap closure)
+    "int8-rtn": ("ratio_max", 1.01, None),
+    "w4-gptq": ("closes_min", 0.60, "w4-rtn"),
+    "w4-awq": ("closes_min", 0.50, "w4-rtn"),
+    "w3-gptq": ("closes_min", 0.80, "w3-rtn"),
+    "sp50-sparsegpt": ("ratio_max", 1.35, None),
+    "sp50-wanda": ("ratio_max", 1.45, None),
+    "2:4-sparsegpt": ("ratio_max", 2.2, None),
+}
+
+
+def variants(group: int) -> dict[str, dict[str, Any]]:
+    """Recipe (without calibration) of every variant; 4- and 3-bit use symmetric groups of `group`."""
+    q = {"bits": 4, "group_size": group, "symmetric": True}
+    q3 = {**q, "bits": 3}
+    return {
+        "int8-rtn": {"quantize": {"method": "rtn", "bits": 8, "group_size": -1}},
+        "w4-rtn": {"quantize": {"method": "rtn", **q}},
+        "w4-gptq": {"quantize": {"method": "gptq", **q}},
+        "w4-awq": {"quantize": {"method": "awq", **q}},
+        "w3-rtn": {"quantize": {"method": "rtn", **q3}},
+        "w3-gptq": {"quantize": {"method": "gptq", **q3}},
+        "sp50-magnitude": {"prune": {"method": "magnitude", "sparsity": 0.5}},
+        "sp50-wanda": {"prune": {"method": "wanda", "sparsity": 0.5}},
+        "sp50-sparsegpt": {"prune": {"method": "sparsegpt", "sparsity": 0.5}},
+        "2:4-sparsegpt": {"prune": {"method": "sparsegpt", "pattern": "2:4"}},
+        "w8a8-smoothquant": {"quantize": {"method": "smoothquant"}},
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="HF directory (default: the embedded SmolLM2)")
+    p.add_argument("--out", default=None, help="JSON results file (default: stdout only)")
+    p.add_argument("--work-dir", default=None, help="where the checkpoints go (default: a temporary directory)")
+    p.add_argument("--only", nargs="*", default=None, help="variant names to run (default: all)")
+    p.add_argument("--group-size", type=int, default=64, help="group size of the 4- and 3-bit variants")
+    p.add_argument("--calib-samples", type=int, default=128)
+    p.add_argument("--calib-len", type=int, default=512)
+    p.add_argument("--speed", action="store_true", help="also time decode and throughput through the engine")
+    p.add_argument("--resume", action="store_true", help="keep the variants already in --out")
+    return p
+
+
+def _compress_one(model: str | None, recipe: dict, out: str, reference: dict) -> dict[str, Any]:
+    """In a subprocess: compress, evaluate against the given reference, return the figures."""
+    from neutrino.compression.api import compress
+    from neutrino.compression.evaluate.result import EvalResult
+
+    start = time.perf_counter()
+    result = compress(model, recipe, out, overwrite=True, reference=EvalResult.from_dict(reference),
+                      progress=False)
+    a = result.assessment
+    return {"recipe": recipe, "ppl": a.result.ppl("lee"), "eval_mode": a.mode, "fallback_reason": a.reason,
+            "sparsity": result.sparsity, "seconds": {**result.seconds, "wall": time.perf_counter() - start},
+            "peak_rss_mib": result.peak_rss_bytes / 2**20, "disk_mib": a.result.footprint.disk_bytes / 2**20,
+            "checkpoint": out}
+
+
+def _speed(path: str) -> dict[str, Any]:
+    """Batch-1 decode tok/s and 32-request throughput through the engine, or the reason it failed."""
+    from neutrino import LLM, SamplingParams
+    from neutrino.bench.workload import make_prompts
+    from neutrino.errors import NeutrinoError
+
+    try:
+        llm = LLM(model=path, dtype="float32", enable_prefix_caching=False)
+    except (NeutrinoError, KeyError, RuntimeError, ValueError) as e:
+        return {"skipped": f"the engine cannot load it: {type(e).__name__}: {e}"}
+    prompts = make_prompts(llm.tokenizer, 33, 64, 256, seed=0)
+    params = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
+    llm.generate([prompts[0][:16]], SamplingParams(temperature=0, max_tokens=4))  # warm-up
+    stamps = [time.perf_counter() for _ in llm.stream(prompts[0], params)]
+    start = time.perf_counter()
+    outs = llm.generate(prompts[1:], params)
+    elapsed = time.perf_counter() - start
+    return {"batch1_decode_tok_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
+            "throughput_32_output_tok_s": sum(len(o.outputs[0].token_ids) for o in outs) / elapsed}
+
+
+def summarize(results: dict[str, Any], p0: float) -> dict[str, Any]:
+    """Per-variant ratio to P0, gap closed versus RTN, and each quality target's verdict."""
+    out = {}
+    for name, r in results.items():
+        row = {"ppl": r["ppl"], "ratio": r["ppl"] / p0}
+        kind, bound, rtn = TARGETS.get(name, (None, None, None))
+        if rtn and rtn in results:
+            gap = results[rtn]["ppl"] - p0
+            row["gap_closed"] = (results[rtn]["ppl"] - r["ppl"]) / gap if gap > 0 else None
+        if kind:
+            value = row["ratio"] if kind == "ratio_max" else row.get("gap_closed")
+            ok = value is not None and (value <= bound if kind == "ratio_max" else value >= bound)
+            row["target"] = {"kind": kind, "bound": bound, "met": ok}
+        out[name] = row
+    return out
+
+
+def run(ns: argparse.Namespace) -> dict[str, Any]:
+    from neutrino.compression.assess import evaluate_source
+    from neutrino.weights.resolve import resolve_model
+
+    source = resolve_model(ns.model).path
+    data: dict[str, Any] = {}
+    if ns.resume and ns.out and Path(ns.out).exists():
+        data = json.loads(Path(ns.out).read_text())
+    if "reference" not in data:
+        ref = evaluate_source(source, f"{source.name} (source)", progress=False)
+        data["reference"] = ref.to_dict()
+    p0 = data["reference"]["perplexity"]["lee"]["ppl"]
+    calib = {"samples": ns.calib_samples, "seq_len": ns.calib_len}
+    data.update(p0=p0, group_size=ns.group_size, calibration=calib, protocol=data["reference"]["protocol"])
+    results = data.setdefault("variants", {})
+    work = Path(ns.work_dir or tempfile.mkdtemp(prefix="neutrino-compression-bench-"))
+    for name, recipe in variants(ns.group_size).items():
+        if (ns.only is not None and name not in ns.only) or name in results:
+            continue
+        recipe = {**recipe, "calibration": calib}
+        out = str(work / name.replace(":", "of"))
+        with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            results[name] = pool.submit(_compress_one, ns.model, recipe, out, data["reference"]).result()
+        if ns.speed:
+            results[name]["speed"] = _speed(out)
+        data["summary"] = summarize(results, p0)
+        _write(data, ns.out)
+        print(f"{name}: ppl {results[name]['ppl']:.4f} ({results[name]['ppl'] / p0:.4f}x P0 {p0:.4f})",
+              file=sys.stderr, flush=True)
+    data["summary"] = summarize(results, p0)
+    return data
+
+
+def _write(data: dict[str, Any], out: str | None) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    data = run(ns)
+    _write(data, ns.out)
+    print(json.dumps(data["summary"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pruning methods: magnitude, Wanda and SparseGPT, unstructured or N:M (`masks`)."""

@@ -1,0 +1,73 @@
+"""Running statistics of a linear layer's inputs over the calibration tokens, accumulated chunk by chunk
+so that no layer's full activations are kept: token count, per-channel sum of squares, sum of |x| and
+max |x|, optionally the Hessian 2/n X^T X and an evenly spaced subsample of rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class StatsSpec:
+    """Which optional statistics to keep: the Hessian, and up to `max_rows` sampled rows."""
+
+    hessian: bool = False
+    max_rows: int = 0
+
+
+class InputStats:
+    """Statistics of inputs x [T, K] fed to `add` chunk by chunk (`total_tokens` known up front)."""
+
+    def __init__(self, in_features: int, spec: StatsSpec, total_tokens: int) -> None:
+        k = in_features
+        self.spec = spec
+        self.tokens = 0
+        self.sq_sum = torch.zeros(k, dtype=torch.float64)
+        self.abs_sum = torch.zeros(k, dtype=torch.float64)
+        self.abs_max = torch.zeros(k)
+        self._xtx = torch.zeros(k, k) if spec.hessian else None
+        self._stride = max(1, -(-total_tokens // spec.max_rows)) if spec.max_rows else 0
+        self._rows: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def add(self, x: torch.Tensor) -> None:
+        """Accumulate a chunk of inputs [..., K]."""
+        x = x.detach().reshape(-1, x.shape[-1]).float()  # [T, K]
+        if self._stride:
+            first = (-self.tokens) % self._stride
+            self._rows.append(x[first :: self._stride].clone())
+        self.tokens += x.shape[0]
+        self.sq_sum += x.pow(2).sum(0, dtype=torch.float64)
+        self.abs_sum += x.abs().sum(0, dtype=torch.float64)
+        self.abs_max = torch.maximum(self.abs_max, x.abs().amax(0))
+        if self._xtx is not None:
+            self._xtx.addmm_(x.T, x)
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        """2/n X^T X [K, K] (float32)."""
+        if self._xtx is None:
+            raise RuntimeError("the Hessian was not collected")
+        return self._xtx * (2.0 / max(self.tokens, 1))
+
+    @property
+    def mean_abs(self) -> torch.Tensor:
+        """Mean |x| per input channel [K]."""
+        return (self.abs_sum / max(self.tokens, 1)).float()
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """The sampled rows [R, K]."""
+        return torch.cat(self._rows) if self._rows else torch.zeros(0, self.sq_sum.shape[0])
+
+    def scale_inputs(self, s: torch.Tensor) -> None:
+        """Account for inputs divided by `s` [K] (after scales are folded into the previous op)."""
+        s64 = s.double()
+        self.sq_sum /= s64**2
+        self.abs_sum /= s64
+        self.abs_max = self.abs_max / s.float()
+        self._rows = [r / s.float()[None, :] for r in self._rows]
+        if self._xtx is not None:
+            self._xtx /= s.float()[:, None] * s.float()[None, :]
