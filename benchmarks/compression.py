@@ -27,6 +27,8 @@ TARGETS = {  # variant -> (kind, bound, RTN variant for gap closure)
     "w4-gptq": ("closes_min", 0.60, "w4-rtn"),
     "w4-awq": ("closes_min", 0.50, "w4-rtn"),
     "w3-gptq": ("closes_min", 0.80, "w3-rtn"),
+    "w4-gptq-plain": ("closes_min", 0.60, "w4-rtn"),
+    "w3-gptq-plain": ("closes_min", 0.80, "w3-rtn"),
     "sp50-sparsegpt": ("ratio_max", 1.35, None),
     "sp50-wanda": ("ratio_max", 1.45, None),
     "2:4-sparsegpt": ("ratio_max", 2.2, None),
@@ -34,21 +36,25 @@ TARGETS = {  # variant -> (kind, bound, RTN variant for gap closure)
 
 
 def variants(group: int) -> dict[str, dict[str, Any]]:
-    """Recipe (without calibration) of every variant; 4- and 3-bit use symmetric groups of `group`."""
+    """Recipe (without calibration) of every variant; 4- and 3-bit use symmetric groups of `group`. GPTQ
+    runs with act-order and the MSE group-range search (`-plain`: the defaults, both off)."""
     q = {"bits": 4, "group_size": group, "symmetric": True}
     q3 = {**q, "bits": 3}
+    best = {"act_order": True, "mse": True}
     return {
         "int8-rtn": {"quantize": {"method": "rtn", "bits": 8, "group_size": -1}},
         "w4-rtn": {"quantize": {"method": "rtn", **q}},
-        "w4-gptq": {"quantize": {"method": "gptq", **q}},
+        "w4-gptq": {"quantize": {"method": "gptq", **q, **best}},
         "w4-awq": {"quantize": {"method": "awq", **q}},
         "w3-rtn": {"quantize": {"method": "rtn", **q3}},
-        "w3-gptq": {"quantize": {"method": "gptq", **q3}},
+        "w3-gptq": {"quantize": {"method": "gptq", **q3, **best}},
         "sp50-magnitude": {"prune": {"method": "magnitude", "sparsity": 0.5}},
         "sp50-wanda": {"prune": {"method": "wanda", "sparsity": 0.5}},
         "sp50-sparsegpt": {"prune": {"method": "sparsegpt", "sparsity": 0.5}},
         "2:4-sparsegpt": {"prune": {"method": "sparsegpt", "pattern": "2:4"}},
         "w8a8-smoothquant": {"quantize": {"method": "smoothquant"}},
+        "w4-gptq-plain": {"quantize": {"method": "gptq", **q}},
+        "w3-gptq-plain": {"quantize": {"method": "gptq", **q3}},
     }
 
 

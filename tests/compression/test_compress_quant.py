@@ -38,6 +38,15 @@ def test_rtn_within_half_a_step_and_format_round_trip(grid: QuantGrid) -> None:
     torch.testing.assert_close(dense, qw.dequantize(), rtol=0, atol=0)
 
 
+def test_mse_range_search_never_increases_the_error() -> None:
+    torch.manual_seed(2)
+    w = torch.randn(16, 4, 32) ** 3  # heavy tails: clipping helps
+    for grid in (QuantGrid(4, 32, True), QuantGrid(3, 32, False)):
+        plain = (grid.fake(w, *(p[..., None] for p in grid.params(w))) - w).abs().pow(2.4).sum(-1)
+        searched = (grid.fake(w, *(p[..., None] for p in grid.params_mse(w))) - w).abs().pow(2.4).sum(-1)
+        assert bool((searched <= plain * (1 + 1e-6)).all()) and float(searched.sum()) < 0.95 * float(plain.sum())
+
+
 def test_nibble_layout_and_int8_sign() -> None:
     codes = torch.tensor([[1, 2, 15, 0]], dtype=torch.uint8)
     assert pack_codes(codes, QuantGrid(4)).tolist() == [[0x21, 0x0F]]  # element 2j low, 2j+1 high
@@ -95,15 +104,16 @@ def _output_error(w: torch.Tensor, q: torch.Tensor, hessian: torch.Tensor) -> fl
     return float(torch.einsum("nk,kl,nl->", d, hessian.double(), d))  # = 2/T ||X W^T - X Q^T||^2
 
 
-@pytest.mark.parametrize(("bits", "group", "act_order"), [(4, 32, False), (3, 32, False), (3, -1, True)])
-def test_gptq_beats_rtn_on_layer_outputs(calib_stats, bits: int, group: int, act_order: bool) -> None:
+@pytest.mark.parametrize(("bits", "group", "act_order", "mse"), [(4, 32, False, False), (3, 32, False, True),
+                                                                (3, -1, True, False), (4, 32, True, True)])
+def test_gptq_beats_rtn_on_layer_outputs(calib_stats, bits: int, group: int, act_order: bool, mse: bool) -> None:
     model, stats = calib_stats
     grid = QuantGrid(bits, group, symmetric=True)
     for rel, prev in (("self_attn.q_proj", "input_layernorm"), ("mlp.down_proj", "mlp.up_proj")):
         w = model.model.layers[0].get_submodule(rel).weight
         h = stats[prev].hessian
         rtn = _output_error(w, quantize_rtn(w, grid).dequantize(), h)
-        gptq = gptq_quantize(w, h, grid, act_order=act_order)
+        gptq = gptq_quantize(w, h, grid, act_order=act_order, mse=mse)
         assert int(gptq.codes.max()) <= grid.maxq
         assert _output_error(w, gptq.dequantize(), h) < 0.9 * rtn, rel
 

@@ -398,7 +398,7 @@ def bench_server(name: str, ns: argparse.Namespace, prompts: dict[str, list[tupl
 def one_run(name: str, ns: argparse.Namespace, sc: Scenario, prompts: dict[str, list[tuple[str, int]]],
             log: Path, report: dict) -> dict:
     """Launch `name` (unless --url gives it), wait until ready, warm up, wait for a quiet machine, run
-    scenario `sc`, kill the server. Fills the server-level fields of `report`."""
+    scenario `sc`, kill the server. Fills the server-level fields of `report` (those of the latest launch)."""
     urls = dict(u.split("=", 1) for u in ns.url)
     port = free_port()
     base = urls.get(name, f"http://127.0.0.1:{port}").rstrip("/")
@@ -422,7 +422,7 @@ def one_run(name: str, ns: argparse.Namespace, sc: Scenario, prompts: dict[str, 
     run = {"concurrency": sc.concurrency, "request_rate": sc.rate} | summarize(results, duration, ns.output_len)
     print(f"[serving] {name}: {sc.name}: {run['output_tok_s']:.1f} output tok/s, {run['failures']} failures, "
           f"{cpu['other_cores']:.2f} other cores", file=sys.stderr, flush=True)
-    return run | {"before_run": quiet, "cpu": cpu}
+    return run | {"before_run": quiet, "cpu": cpu, "server_ready_s": report["ready_s"], "log": report["log"]}
 
 
 def ratios(servers: dict, target: float) -> dict:

@@ -12,7 +12,7 @@ from typing import Any
 from neutrino.errors import InvalidParameterError
 
 _QUANT_FLAGS = {"bits": "bits", "group_size": "group_size", "asym": "symmetric", "damp": "damp",
-                "act_order": "act_order", "alpha": "alpha"}
+                "act_order": "act_order", "mse": "mse", "alpha": "alpha"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--asym", action="store_true", default=None, help="asymmetric (zero points)")
     q.add_argument("--damp", type=float, default=None, help="gptq/sparsegpt Hessian damping (default 0.01)")
     q.add_argument("--act-order", action="store_true", default=None, help="gptq: act-order column order")
+    q.add_argument("--mse", action="store_true", default=None,
+                   help="gptq: search each group's clipping range (MSE) instead of min/max")
     q.add_argument("--alpha", type=float, default=None, help="smoothquant migration strength (default 0.5)")
     q.add_argument("--skip", nargs="*", default=None, metavar="NAME",
                    help="modules left dense (default: lm_head; embeddings always); no NAME = skip none")

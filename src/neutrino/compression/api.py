@@ -54,18 +54,8 @@ def compress(model: str | os.PathLike[str] | None, recipe: Recipe | dict | str |
     evaluated against the source with `eval_tasks` (default ppl-lee) under `eval_limits` (an
     `evaluate.EvalLimits`; None: the protocol's defaults); `reference` reuses an earlier EvalResult
     of the source."""
-    from neutrino.weights.resolve import resolve_model
-
     recipe = _as_recipe(recipe)
-    resolved = resolve_model(model)
-    if resolved.format != "hf":
-        raise ConfigError(f"compress needs an HF checkpoint directory, got the GGUF file {resolved.path}")
-    source, target = resolved.path, Path(out).expanduser().absolute()
-    export.check_output(source, target, overwrite)
-    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
-    check_architecture(config)
-    if "quantization_config" in config:
-        raise ConfigError(f"{source} is already quantized ({config['quantization_config'].get('quant_method')})")
+    source, target, config, name = _check_inputs(model, out, overwrite)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     net = load_model(source, progress)
@@ -77,29 +67,51 @@ def compress(model: str | os.PathLike[str] | None, recipe: Recipe | dict | str |
     run_layerwise(net, None if calib is None else calib.input_ids, compressor, compressor.spec(), progress)
     compressor.finish(net)
     times["compress"] = time.perf_counter() - t0 - times["load"]
-    qc, sparsity = _configs(recipe, compressor.state, calib)
+    state = compressor.state
+    qc, sparsity = _configs(recipe, state, calib)
     tmp = export.temp_dir_for(target)
     try:
-        text = _recipe_text(recipe, resolved.path, calib, compressor.state, times)
-        export.write_checkpoint(net, source, tmp, compressor.state.quantized, qc, sparsity, text)
-        del net, compressor
+        text = _recipe_text(recipe, source, calib, state, times)
+        export.write_checkpoint(net, source, tmp, state.quantized, qc, sparsity, text)
+        del net, compressor, state
         assessment = None
         if evaluate:
-            from neutrino.compression.assess import DEFAULT_EVAL_TASKS, Q4_1_NOTE, assess
-
-            notes = [Q4_1_NOTE] if resolved.name.startswith("SmolLM2") else []
             t1 = time.perf_counter()
-            assessment = assess(source, tmp, target.name, eval_tasks or DEFAULT_EVAL_TASKS, reference,
-                                progress, notes, final=target, limits=eval_limits)
+            assessment = _assess(source, tmp, target, name, eval_tasks, eval_limits, reference, progress)
             times["evaluate"] = time.perf_counter() - t1
-        if target.exists():
-            export.check_output(source, target, overwrite)
+        export.check_output(source, target, overwrite)  # again: --out may have appeared meanwhile
         export.publish(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return CompressResult(target, recipe, qc, None if sparsity is None else sparsity["achieved"], times,
                           peak_rss_bytes(), assessment)
+
+
+def _check_inputs(model: str | os.PathLike[str] | None, out: str | os.PathLike[str], overwrite: bool
+                  ) -> tuple[Path, Path, dict[str, Any], str]:
+    """(source dir, absolute output path, source config.json, model name), or a typed error."""
+    from neutrino.weights.resolve import resolve_model
+
+    resolved = resolve_model(model)
+    if resolved.format != "hf":
+        raise ConfigError(f"compress needs an HF checkpoint directory, got the GGUF file {resolved.path}")
+    source, target = resolved.path, Path(out).expanduser().absolute()
+    export.check_output(source, target, overwrite)
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    check_architecture(config)
+    if "quantization_config" in config:
+        raise ConfigError(f"{source} is already quantized ({config['quantization_config'].get('quant_method')})")
+    return source, target, config, resolved.name
+
+
+def _assess(source: Path, tmp: Path, target: Path, name: str, tasks: str | None, limits: Any, reference: Any,
+            progress: bool) -> Any:
+    from neutrino.compression.assess import DEFAULT_EVAL_TASKS, Q4_1_NOTE, assess
+
+    notes = [Q4_1_NOTE] if name.startswith("SmolLM2") else []
+    return assess(source, tmp, target.name, tasks or DEFAULT_EVAL_TASKS, reference, progress, notes,
+                  final=target, limits=limits)
 
 
 def peak_rss_bytes() -> int:
