@@ -5,7 +5,8 @@ The engine evaluates the checkpoint as written when it can load it. When it cann
 load this quantization format), the FAKE-QUANT FALLBACK is used: the codes are dequantized by the
 format's formula into a dense float32 checkpoint in a temporary directory and that is evaluated; the
 report says so. Weights are then exactly those of the quantized model; W8A8's run-time activation
-quantization is not simulated by the fallback."""
+quantization is not simulated by the fallback, and the footprint's memory figure is estimated as the
+bytes of the quantized checkpoint's tensors."""
 
 from __future__ import annotations
 

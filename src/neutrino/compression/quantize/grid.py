@@ -55,20 +55,29 @@ class QuantGrid:
             zero = zero.round().clamp(0, self.maxq)
         return scale, zero
 
+    def range_ratios(self, steps: int, min_ratio: float) -> list[float]:
+        """Range scalings a search tries: 1, `steps` shrinks down to `min_ratio`, and (symmetric) the
+        widening that makes +-max|w| exact codes (s = max|w| / (2**(bits-1) - 1); the plain grid puts
+        them half a step out, which costs the largest weight of each group half a step)."""
+        ratios = [1.0 - (1.0 - min_ratio) * i / steps for i in range(steps + 1)]
+        return ratios + ([self.maxq / (self.maxq - 1)] if self.symmetric else [])
+
     def params_mse(self, w: torch.Tensor, steps: int = 20, min_ratio: float = 0.75,
                    norm: float = 2.4) -> tuple[torch.Tensor, torch.Tensor]:
-        """Like `params`, with each group's range shrunk by the ratio in [min_ratio, 1] (`steps` tried)
-        that minimises sum |w - Q(w)|^norm over the group (the GPTQ reference's `mse` quantizer)."""
-        best_scale, best_zero = self.params(w)
-        best_err = (self.fake(w, best_scale[..., None], best_zero[..., None]) - w).abs().pow(norm).sum(-1)
-        for i in range(1, steps + 1):
-            ratio = 1.0 - (1.0 - min_ratio) * i / steps
+        """Like `params`, with each group's range scaled by the `range_ratios` entry that minimises
+        sum |w - Q(w)|^norm over the group (the GPTQ reference's `mse` quantizer, plus the widening)."""
+        best_scale = best_zero = best_err = None
+        for ratio in self.range_ratios(steps, min_ratio):
             scale, zero = self.params(w * ratio)
             err = (self.fake(w, scale[..., None], zero[..., None]) - w).abs().pow(norm).sum(-1)
+            if best_err is None:
+                best_scale, best_zero, best_err = scale, zero, err
+                continue
             better = err < best_err
             best_err = torch.where(better, err, best_err)
             best_scale = torch.where(better, scale, best_scale)
             best_zero = torch.where(better, zero, best_zero)
+        assert best_scale is not None and best_zero is not None
         return best_scale, best_zero
 
     def codes(self, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:

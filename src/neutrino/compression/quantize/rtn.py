@@ -1,5 +1,5 @@
 """Round-to-nearest (RTN) weight quantization, per output channel or per group, optionally with a
-per-group clipping of the range (AWQ's clip search chooses it)."""
+per-group scaling of the range (AWQ's clip search chooses it)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,14 @@ from neutrino.compression.quantize.grid import QuantGrid, QuantizedWeight
 
 
 def quantize_rtn(w: torch.Tensor, grid: QuantGrid, clip: torch.Tensor | None = None) -> QuantizedWeight:
-    """Quantize a [N, K] weight to the nearest grid point; `clip` [N, G] in (0, 1] shrinks each group's
-    range to `clip * max|w|` first (values beyond it saturate)."""
+    """Quantize a [N, K] weight to the nearest grid point; `clip` [N, G] scales each group's range
+    (below 1: values beyond it saturate; see `QuantGrid.range_ratios`)."""
     n, k = w.shape
     g = grid.groups(k)
     wg = w.float().reshape(n, g, k // g)
-    scale, zero = grid.params(clip_groups(wg, clip) if clip is not None else wg)
+    scale, zero = grid.params(wg * clip[..., None] if clip is not None else wg)
     codes = grid.codes(wg, scale[..., None], zero[..., None]).reshape(n, k)
     return QuantizedWeight(codes.to(torch.uint8), scale, zero, grid)
-
-
-def clip_groups(wg: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    """`wg` [N, G, gs] clamped to +-ratio * max|w| of each group (ratio [N, G])."""
-    bound = wg.abs().amax(-1) * ratio
-    return torch.maximum(torch.minimum(wg, bound[..., None]), -bound[..., None])
 
 
 def fake_quantize(w: torch.Tensor, grid: QuantGrid, clip: torch.Tensor | None = None) -> torch.Tensor:
