@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from neutrino.engine.async_llm import RequestStream
+from neutrino.engine.request_stream import RequestStream
 from neutrino.errors import InvalidParameterError
 from neutrino.outputs import CompletionOutput, RequestOutput
 from neutrino.server.body import check_model, read_body

@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from neutrino.engine.async_llm import AsyncLLM, RequestStream
+from neutrino.engine.async_llm import AsyncLLM
+from neutrino.engine.request_stream import RequestStream
 from neutrino.outputs import RequestOutput
 from neutrino.sampling_params import SamplingParams
 
