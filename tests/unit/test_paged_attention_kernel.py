@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from neutrino.layers import jit
 from neutrino.layers.attention import cpu_kernels
 from neutrino.layers.attention.backend import TorchPagedAttention
 from neutrino.layers.attention.metadata import AttentionMetadata
@@ -220,8 +221,8 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPat
 
 def test_stale_build_lock_is_removed(op, monkeypatch: pytest.MonkeyPatch):
     """A `lock` file left by a builder that died must not make the next process wait forever."""
-    name = cpu_kernels._extension_name(cpu_kernels.kernel_source())
-    stale = cpu_kernels._cache_root() / name / "lock"
+    name = jit.extension_name(cpu_kernels._EXT_PREFIX, cpu_kernels.kernel_source())
+    stale = jit.cache_root() / name / "lock"
     stale.write_text("")
     done = []
     worker = threading.Thread(target=lambda: done.append(cpu_kernels._build_and_load()), daemon=True)

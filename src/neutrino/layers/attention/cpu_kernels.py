@@ -4,21 +4,8 @@ One library holds the paged decode- and prefill-attention kernels and the fused 
 (`layers/_cpu_fused_src.py`: add + RMSNorm, rotary, SiLU-and-mul).
 
 The paged decode kernel (source in `_cpu_decode_src.py`, registered as the torch op
-`torch.ops.neutrino_cpu.paged_decode_attention`) is compiled with `torch.utils.cpp_extension.load` on
-first use — never at import time — or by an explicit `warmup()`. It is built with `-march=native`, so the
-build directory name hashes the source, the flags, the torch/Python versions and the CPU model/flags: a
-cache shared between different machines never hands one a binary built for another's ISA. Later
-processes only load the cached library (~0.1 s).
-
-Where: `$NEUTRINO_KERNEL_CACHE_DIR`, else `$TORCH_EXTENSIONS_DIR`, else torch's default extension root
-(`~/.cache/torch_extensions`), in a `neutrino/` subfolder. Not under `$NEUTRINO_CACHE_DIR` on purpose:
-test sessions point that at temp dirs, which would recompile the kernel every session.
-
-Concurrency: torch's builder serialises builders of a build directory with a `lock` file created with
-O_EXCL (other processes poll until it disappears, then load the result), but a builder killed mid-build
-leaves that file behind and every later process would wait on it forever. So we also hold an
-`fcntl.flock` (released by the OS when its holder dies) around the build, and, while holding it, delete a
-leftover `lock` file: no live neutrino builder can own it.
+`torch.ops.neutrino_cpu.paged_decode_attention`) is compiled on first use, never at import time, or by
+an explicit `warmup()`; `layers/jit.py` builds, caches and locks it.
 
 Failure of any kind (no compiler, no ninja, compile error, load error) logs one warning and makes
 `decode_kernel()` return None, so callers use their torch path. NEUTRINO_DISABLE_CPP_KERNELS=1 skips the
@@ -27,24 +14,17 @@ kernels entirely (read on first use; `reset()` re-reads it).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import platform
-import sys
 import threading
-import time
-from pathlib import Path
 
 import torch
 
+from neutrino.layers import jit
+
 logger = logging.getLogger(__name__)
 
-DISABLE_ENV = "NEUTRINO_DISABLE_CPP_KERNELS"
-CACHE_ENV = "NEUTRINO_KERNEL_CACHE_DIR"
+DISABLE_ENV = jit.DISABLE_ENV
 _EXT_PREFIX = "neutrino_cpu_attn"
-_CFLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno")
-_LDFLAGS = ("-fopenmp",)  # links libgomp.so.1, i.e. the one torch already loaded: one shared OpenMP pool
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 _UNSET = object()
@@ -52,59 +32,9 @@ _op = _UNSET  # torch.ops.neutrino_cpu.paged_decode_attention, None when unavail
 _loaded = None  # the op once loaded (a library loads once per process; reset() keeps it)
 _lock = threading.Lock()
 _warned = False
-_prefill_head_dims: dict[int, bool] = {}
-_fused_sizes: dict[int, bool] = {}  # row size -> the fused elementwise kernels support it (this build)  # head_dim -> the prefill kernel supports it (this build)
+_prefill_head_dims: dict[int, bool] = {}  # head_dim -> the prefill kernel supports it (this build)
+_fused_sizes: dict[int, bool] = {}  # row size -> the fused elementwise kernels support it (this build)
 last_error: str | None = None  # why the kernel is unavailable (for logs and test skip reasons)
-
-
-def _disabled() -> bool:
-    return os.environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
-def _cache_root() -> Path:
-    if env := os.environ.get(CACHE_ENV):
-        return Path(env).expanduser()
-    if env := os.environ.get("TORCH_EXTENSIONS_DIR"):
-        return Path(env).expanduser() / "neutrino"
-    from torch.utils.cpp_extension import get_default_build_root
-
-    return Path(get_default_build_root()) / "neutrino"
-
-
-def _cpu_fingerprint() -> str:
-    """What -march=native depends on: the CPU model and its feature flags."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            lines = [ln for ln in f.read().splitlines() if ln.startswith(("model name", "flags"))][:2]
-        return "|".join(lines)
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
-def _extension_name(source: str) -> str:
-    key = "\n".join([source, *_CFLAGS, *_LDFLAGS, torch.__version__, sys.version, _cpu_fingerprint()])
-    return f"{_EXT_PREFIX}_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-
-
-class _FileLock:
-    """Inter-process exclusive lock with flock: released by the OS if the holder dies (no-op without fcntl)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.fd = path, None
-
-    def __enter__(self) -> _FileLock:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - non-POSIX
-            return self
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor releases the flock
-            self.fd = None
 
 
 def kernel_source() -> str:
@@ -118,39 +48,9 @@ def kernel_source() -> str:
 
 
 def _build_and_load():
-    from torch.utils.cpp_extension import load
-
-    source = kernel_source()
-    name = _extension_name(source)
-    root = _cache_root()
-    build_dir = root / name
-    build_dir.mkdir(parents=True, exist_ok=True)
-    src_path = build_dir / f"{name}.cpp"
-    t0 = time.perf_counter()
-    with _FileLock(root / f"{name}.flock"):
-        stale = build_dir / "lock"
-        if stale.exists():  # we hold the flock, so no live neutrino builder owns it
-            logger.warning("removing stale torch extension lock %s", stale)
-            stale.unlink(missing_ok=True)
-        if not src_path.exists() or src_path.read_text() != source:
-            tmp = src_path.with_name(f"{src_path.name}.tmp{os.getpid()}")
-            tmp.write_text(source)
-            os.replace(tmp, src_path)
-        fresh = not (build_dir / f"{name}.so").exists()
-        if fresh:
-            logger.info("compiling the C++ paged attention kernel (one-time, cached in %s)...", build_dir)
-        load(
-            name=name,
-            sources=[str(src_path)],
-            extra_cflags=list(_CFLAGS),  # copies: torch appends to these lists
-            extra_ldflags=list(_LDFLAGS),
-            build_directory=str(build_dir),
-            is_python_module=False,  # TORCH_LIBRARY op, loaded with torch.ops.load_library
-            verbose=False,
-        )
+    fresh = jit.build_library(_EXT_PREFIX, kernel_source(), "paged attention kernels")
     if fresh:
-        logger.info("compiled the C++ paged attention kernel in %.1fs (code path: %s)", time.perf_counter() - t0,
-                    torch.ops.neutrino_cpu.isa())
+        logger.info("attention kernel code path: %s", torch.ops.neutrino_cpu.isa())
     return torch.ops.neutrino_cpu.paged_decode_attention
 
 
@@ -159,7 +59,7 @@ def _load():
     with _lock:
         if _op is not _UNSET:
             return _op
-        if _disabled():
+        if jit.disabled():
             last_error = f"disabled by {DISABLE_ENV}"
             _op = None
             return None
