@@ -1,13 +1,20 @@
-"""Compression quality (and optionally speed) on SmolLM2-135M-Instruct: compress with each method, evaluate
-each on the `evaluate` package's perplexity protocol (lee_background, float32) against P0, the source
-itself, and report ratios and the share of RTN's gap to P0 that GPTQ / AWQ close. JSON output.
+"""Compression quality, speed and memory on SmolLM2-135M-Instruct.
 
-Each variant is compressed in a fresh subprocess, so its peak host memory is its own. Results are
-written after every variant; `--resume` skips the variants already in `--out`. The speed part
-(`--speed`: batch-1 decode and 32-request throughput through the engine) is skipped, with the reason
-recorded, for a checkpoint the engine cannot load.
+Quality: compress with each method, evaluate each on the `evaluate` package's perplexity protocol
+(lee_background, float32) against P0, the source itself, and report ratios and the share of RTN's gap to
+P0 that GPTQ / AWQ close. Each variant is compressed in a fresh subprocess, so its peak host memory is
+its own. Results are written after every variant; `--resume` skips the variants already in `--out`.
+
+Speed and memory (`--speed`, or `--speed-only` for the checkpoints already listed in `--out`): the source
+in bf16 and every variant that the engine loads, each in a fresh subprocess with `--threads` threads
+and bf16 activations: the model's bytes in memory (`evaluate.footprint.memory_size`, KV cache excluded)
+against the source's float32 bytes, batch-1 decode tok/s (`evaluate.speed`: 128-token prompt, 64 greedy
+tokens, median of 3) and the output tok/s of 32 requests at once (prompts 64-256 tokens, 64 output
+tokens). `--rounds` repeats the whole sweep, models interleaved, and the median per model is reported,
+so a slow spell on a shared machine does not land on one model only.
 
     python benchmarks/compression.py --out benchmarks/results/compression.json --group-size 64
+    python benchmarks/compression.py --out benchmarks/results/compression.json --speed-only --rounds 3
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
+import math
 import multiprocessing as mp
+import statistics
 import sys
 import tempfile
 import time
@@ -68,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--calib-len", type=int, default=512)
     p.add_argument("--speed", action="store_true", help="also time decode and throughput through the engine")
+    p.add_argument("--speed-only", action="store_true", help="only the speed part, on the checkpoints in --out")
+    p.add_argument("--rounds", type=int, default=3, help="speed sweeps (median per model)")
+    p.add_argument("--threads", type=int, default=None, help="engine threads for the speed part")
     p.add_argument("--resume", action="store_true", help="keep the variants already in --out")
     return p
 
@@ -87,25 +99,79 @@ def _compress_one(model: str | None, recipe: dict, out: str, reference: dict) ->
             "checkpoint": out}
 
 
-def _speed(path: str) -> dict[str, Any]:
-    """Batch-1 decode tok/s and 32-request throughput through the engine, or the reason it failed."""
+SPEED_TARGETS = {"int8": (1.5, 0.3), "int4": (2.0, 0.2)}  # decode vs bf16 at least, memory vs fp32 at most
+
+
+def _speed(path: str, threads: int | None) -> dict[str, Any]:
+    """In a subprocess: memory bytes, batch-1 decode tok/s and 32-request output tok/s through the
+    engine in bf16, or the reason it could not load."""
     from neutrino import LLM, SamplingParams
     from neutrino.bench.workload import make_prompts
+    from neutrino.compression.evaluate.footprint import memory_size
+    from neutrino.compression.evaluate.speed import measure_speed
     from neutrino.errors import NeutrinoError
 
     try:
-        llm = LLM(model=path, dtype="float32", enable_prefix_caching=False)
+        llm = LLM(model=path, dtype="bfloat16", enable_prefix_caching=False, num_threads=threads)
     except (NeutrinoError, KeyError, RuntimeError, ValueError) as e:
         return {"skipped": f"the engine cannot load it: {type(e).__name__}: {e}"}
-    prompts = make_prompts(llm.tokenizer, 33, 64, 256, seed=0)
+    memory = memory_size(llm.engine.runner.model)
+    decode = measure_speed(llm, prefill_len=16, decode_prompt_len=128, decode_len=64, repeats=3).decode_tok_s
+    prompts = make_prompts(llm.tokenizer, 32, 64, 256, seed=0)
     params = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
-    llm.generate([prompts[0][:16]], SamplingParams(temperature=0, max_tokens=4))  # warm-up
-    stamps = [time.perf_counter() for _ in llm.stream(prompts[0], params)]
     start = time.perf_counter()
-    outs = llm.generate(prompts[1:], params)
+    outs = llm.generate(prompts, params)
     elapsed = time.perf_counter() - start
-    return {"batch1_decode_tok_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
+    return {"memory_bytes": memory, "batch1_decode_tok_s": decode,
             "throughput_32_output_tok_s": sum(len(o.outputs[0].token_ids) for o in outs) / elapsed}
+
+
+def _fp32_bytes(source: Path) -> int:
+    """Float32 bytes of every tensor of the source checkpoint (a tied table counted once)."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(source.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as st:
+            total += sum(4 * math.prod(st.get_slice(key).get_shape()) for key in st.keys())
+    return total
+
+
+def speed_table(data: dict[str, Any], source: Path, rounds: int, threads: int | None) -> dict[str, Any]:
+    """Memory and speed of the source (bf16) and of every variant's checkpoint, `rounds` interleaved
+    sweeps, medians; ratios to bf16 decode and to fp32 bytes, with the speed targets' verdicts."""
+    models = {"bf16": str(source)}
+    models.update({name: r["checkpoint"] for name, r in data.get("variants", {}).items()
+                   if Path(r["checkpoint"]).exists()})
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
+    for i in range(rounds):
+        for name, path in models.items():
+            with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+                samples[name].append(pool.submit(_speed, path, threads).result())
+            print(f"speed round {i + 1}/{rounds} {name}: {samples[name][-1]}", file=sys.stderr, flush=True)
+    fp32 = _fp32_bytes(source)
+    table: dict[str, Any] = {}
+    for name, runs in samples.items():
+        if "skipped" in runs[0]:
+            table[name] = runs[0]
+            continue
+        row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        row["decode_samples"] = [r["batch1_decode_tok_s"] for r in runs]
+        row["memory_vs_fp32"] = row["memory_bytes"] / fp32
+        table[name] = row
+    base = table["bf16"]["batch1_decode_tok_s"]
+    for name, row in table.items():
+        if "skipped" in row:
+            continue
+        row["decode_vs_bf16"] = row["batch1_decode_tok_s"] / base
+        row["throughput_vs_bf16"] = row["throughput_32_output_tok_s"] / table["bf16"]["throughput_32_output_tok_s"]
+        bits = data.get("variants", {}).get(name, {}).get("recipe", {}).get("quantize", {}).get("bits")
+        kind = {8: "int8", 4: "int4"}.get(bits) if "w8a8" not in name else None
+        if kind:
+            speed_min, mem_max = SPEED_TARGETS[kind]
+            row["targets"] = {"decode_vs_bf16": {"bound": speed_min, "met": row["decode_vs_bf16"] >= speed_min},
+                              "memory_vs_fp32": {"bound": mem_max, "met": row["memory_vs_fp32"] <= mem_max}}
+    return {"fp32_bytes": fp32, "threads": threads, "rounds": rounds, "models": table}
 
 
 def summarize(results: dict[str, Any], p0: float) -> dict[str, Any]:
@@ -142,19 +208,20 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
     results = data.setdefault("variants", {})
     work = Path(ns.work_dir or tempfile.mkdtemp(prefix="neutrino-compression-bench-"))
     for name, recipe in variants(ns.group_size).items():
-        if (ns.only is not None and name not in ns.only) or name in results:
+        if ns.speed_only or (ns.only is not None and name not in ns.only) or name in results:
             continue
         recipe = {**recipe, "calibration": calib}
         out = str(work / name.replace(":", "of"))
         with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
             results[name] = pool.submit(_compress_one, ns.model, recipe, out, data["reference"]).result()
-        if ns.speed:
-            results[name]["speed"] = _speed(out)
         data["summary"] = summarize(results, p0)
         _write(data, ns.out)
         print(f"{name}: ppl {results[name]['ppl']:.4f} ({results[name]['ppl'] / p0:.4f}x P0 {p0:.4f})",
               file=sys.stderr, flush=True)
     data["summary"] = summarize(results, p0)
+    if ns.speed or ns.speed_only:
+        data["speed"] = speed_table(data, source, ns.rounds, ns.threads)
+        _write(data, ns.out)
     return data
 
 
@@ -168,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     data = run(ns)
     _write(data, ns.out)
-    print(json.dumps(data["summary"], indent=2))
+    print(json.dumps({"summary": data["summary"], "speed": data.get("speed")}, indent=2))
     return 0
 
 
