@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3, help="speed sweeps (median per model)")
     p.add_argument("--threads", type=int, default=None, help="engine threads for the speed part")
     p.add_argument("--resume", action="store_true", help="keep the variants already in --out")
+    p.add_argument("--markdown", action="store_true", help="only print the tables of --out as Markdown")
     return p
 
 
@@ -95,7 +96,8 @@ def _compress_one(model: str | None, recipe: dict, out: str, reference: dict) ->
     a = result.assessment
     return {"recipe": recipe, "ppl": a.result.ppl("lee"), "eval_mode": a.mode, "fallback_reason": a.reason,
             "sparsity": result.sparsity, "seconds": {**result.seconds, "wall": time.perf_counter() - start},
-            "peak_rss_mib": result.peak_rss_bytes / 2**20, "disk_mib": a.result.footprint.disk_bytes / 2**20,
+            "peak_rss_mib": result.peak_rss_bytes / 2**20,
+            "compress_peak_rss_mib": _compress_peak_mib({"checkpoint": out, "peak_rss_mib": 0}), "disk_mib": a.result.footprint.disk_bytes / 2**20,
             "checkpoint": out}
 
 
@@ -225,6 +227,55 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
+QUALITY_ROWS = ["int8-rtn", "w8a8-smoothquant", "w4-rtn", "w4-gptq", "w4-gptq-plain", "w4-awq", "w3-rtn",
+                "w3-gptq", "w3-gptq-plain", "sp50-magnitude", "sp50-wanda", "sp50-sparsegpt", "2:4-sparsegpt"]
+
+
+def _compress_peak_mib(v: dict[str, Any]) -> float:
+    """Peak RSS of the compression itself (recipe.yaml's, taken before the evaluation), else the
+    whole subprocess's."""
+    import yaml
+
+    recipe = Path(v["checkpoint"]) / "recipe.yaml"
+    if recipe.exists():
+        return float(yaml.safe_load(recipe.read_text())["produced"]["peak_rss_mib"])
+    return float(v["peak_rss_mib"])
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The quality table (and the speed/memory table when measured) as Markdown, for RESULTS.md."""
+    p0 = data["p0"]
+    lines = [f"| variant | ppl lee | x P0 ({p0:.2f}) | RTN gap closed | target | compress time | peak RSS (compress) |",
+             "|---|---|---|---|---|---|---|"]
+    summary, variants_ = data["summary"], data["variants"]
+    for name in [n for n in QUALITY_ROWS if n in summary] + [n for n in summary if n not in QUALITY_ROWS]:
+        row, v = summary[name], variants_[name]
+        gap = f"{row['gap_closed']:.0%}" if row.get("gap_closed") is not None else ""
+        target = ""
+        if "target" in row:
+            t = row["target"]
+            bound = f"<= {t['bound']}x" if t["kind"] == "ratio_max" else f">= {t['bound']:.0%} closed"
+            target = f"{bound}: {'met' if t['met'] else '**not met**'}"
+        lines.append(f"| {name} | {row['ppl']:.2f} | {row['ratio']:.3f} | {gap} | {target} | "
+                     f"{v['seconds']['compress']:.0f} s | {_compress_peak_mib(v):.0f} MiB |")
+    speed = data.get("speed")
+    if speed:
+        lines += ["", f"Speed and memory ({speed['rounds']} interleaved rounds, medians; threads: "
+                  f"{speed['threads'] or 'default'}; fp32 bytes {speed['fp32_bytes'] / 2**20:.1f} MiB):", "",
+                  "| model | memory | x fp32 | batch-1 decode | x bf16 | 32-request output tok/s | x bf16 | targets |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in speed["models"].items():
+            if "skipped" in r:
+                lines.append(f"| {name} | {r['skipped']} | | | | | | |")
+                continue
+            targets = "; ".join(f"{k.split('_vs_')[0]} {'met' if t['met'] else '**not met**'}"
+                                for k, t in r.get("targets", {}).items())
+            lines.append(f"| {name} | {r['memory_bytes'] / 2**20:.1f} MiB | {r['memory_vs_fp32']:.3f} | "
+                         f"{r['batch1_decode_tok_s']:.1f} tok/s | {r['decode_vs_bf16']:.2f} | "
+                         f"{r['throughput_32_output_tok_s']:.1f} | {r['throughput_vs_bf16']:.2f} | {targets} |")
+    return "\n".join(lines) + "\n"
+
+
 def _write(data: dict[str, Any], out: str | None) -> None:
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -233,6 +284,9 @@ def _write(data: dict[str, Any], out: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    if ns.markdown:
+        print(markdown(json.loads(Path(ns.out).read_text())), end="")
+        return 0
     data = run(ns)
     _write(data, ns.out)
     print(json.dumps({"summary": data["summary"], "speed": data.get("speed")}, indent=2))
