@@ -44,7 +44,9 @@ def test_quantized_checkpoint_format(source, tmp_path) -> None:
     assert tensors["model.layers.0.self_attn.q_proj.qweight"].shape == (64, 32)
     assert tensors["model.layers.0.self_attn.q_proj.scales"].shape == (64, 2)
     assert "model.layers.0.self_attn.q_proj.zeros" in tensors and "model.layers.0.self_attn.q_proj.weight" not in tensors
-    assert "model.layers.1.mlp.down_proj.weight" in tensors and "model.embed_tokens.weight" in tensors
+    assert "model.layers.1.mlp.down_proj.weight" in tensors
+    # a skip list without model.embed_tokens quantizes the table (RTN, even in a GPTQ recipe)
+    assert "model.embed_tokens.qweight" in tensors and qc.ignore == ("lm_head", "layers.1.mlp.down_proj")
     assert Recipe.from_yaml(out / "recipe.yaml").to_dict() == result.recipe.to_dict()
     assert {"tokenizer.json", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
     assert [p.name for p in tmp_path.iterdir()] == ["q"]  # no temporary directory left behind
@@ -116,7 +118,8 @@ def test_evaluation_report(source, tmp_path) -> None:
 def test_quantized_lm_head_unties_the_embeddings(tiny_checkpoint, tmp_path) -> None:
     source = tiny_checkpoint("qwen2", tie=True)
     out = tmp_path / "q"
-    compress(source, {"quantize": {"method": "rtn", "bits": 8}, "skip": []}, out, evaluate=False, progress=False)
+    compress(source, {"quantize": {"method": "rtn", "bits": 8}, "skip": ["model.embed_tokens"]}, out,
+             evaluate=False, progress=False)
     config = json.loads((out / "config.json").read_text())
     assert config["tie_word_embeddings"] is False
     assert config["quantization_config"]["ignore"] == ["model.embed_tokens"]

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="gptq: search each group's clipping range (MSE) instead of min/max")
     q.add_argument("--alpha", type=float, default=None, help="smoothquant migration strength (default 0.5)")
     q.add_argument("--skip", nargs="*", default=None, metavar="NAME",
-                   help="modules left dense (default: lm_head; embeddings always); no NAME = skip none")
+                   help="modules left dense (default: lm_head model.embed_tokens); no NAME = skip none (both are then "
+                        "quantized round-to-nearest)")
     pr = p.add_argument_group("pruning")
     pr.add_argument("--prune", choices=PRUNE_METHODS, default=None, help="pruning method (before quantizing)")
     pr.add_argument("--sparsity", type=float, default=None, help="fraction of zeros in [0, 1) (default 0.5)")

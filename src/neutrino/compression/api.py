@@ -17,19 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from neutrino.compression import export
 from neutrino.compression.arch import check_architecture, iter_linears
 from neutrino.compression.calibration import CalibrationData, calibration_batch
 from neutrino.compression.layerwise import load_model, run_layerwise
 from neutrino.compression.prune.masks import check_nm
-from neutrino.compression.quantize.grid import QuantGrid
+from neutrino.compression.quantize.grid import QuantGrid, QuantizedWeight
+from neutrino.compression.quantize.rtn import quantize_rtn
 from neutrino.compression.recipe import Recipe
 from neutrino.compression.solver import CompressionState, LayerCompressor
 from neutrino.errors import ConfigError
 from neutrino.layers.quant.config import QuantConfig
 
 logger = logging.getLogger(__name__)
-ALWAYS_SKIPPED = ("model.embed_tokens",)
+EMBEDDINGS = "model.embed_tokens"
 
 
 @dataclass
@@ -63,7 +67,11 @@ def compress(model: str | os.PathLike[str] | None, recipe: Recipe | dict | str |
     check_recipe_fits(net, recipe, skip)
     calib = _calibration(source, recipe, config) if recipe.needs_calibration else None
     times["load"] = time.perf_counter() - t0
-    compressor = LayerCompressor(recipe, skip)
+    table, tied = quantize_embeddings(net, recipe, skip, bool(config.get("tie_word_embeddings", False)))
+    compressor = LayerCompressor(recipe, lambda n: skip(n) or (tied and table is not None and n == "lm_head"))
+    if table is not None:
+        compressor.state.quantized[EMBEDDINGS] = table
+        compressor.state.details[EMBEDDINGS] = "rtn" + (" (tied: also lm_head)" if tied else "")
     run_layerwise(net, None if calib is None else calib.input_ids, compressor, compressor.spec(), progress)
     compressor.finish(net)
     times["compress"] = time.perf_counter() - t0 - times["load"]
@@ -72,7 +80,7 @@ def compress(model: str | os.PathLike[str] | None, recipe: Recipe | dict | str |
     tmp = export.temp_dir_for(target)
     try:
         text = _recipe_text(recipe, source, calib, state, times)
-        export.write_checkpoint(net, source, tmp, state.quantized, qc, sparsity, text)
+        export.write_checkpoint(net, source, tmp, state.quantized, qc, sparsity, text, tied)
         del net, compressor, state
         assessment = None
         if evaluate:
@@ -122,7 +130,7 @@ def peak_rss_bytes() -> int:
 def skip_matcher(skip: tuple[str, ...]):
     """`skip(name)`: HF module `name` is left alone (`QuantConfig.is_ignored` rules: the name itself or a
     dotted suffix of it, e.g. `lm_head`, `mlp.down_proj`, `layers.0.self_attn.q_proj`)."""
-    names = tuple(skip) + ALWAYS_SKIPPED
+    names = tuple(skip)
 
     def matches(module: str) -> bool:
         return any(module == s or module.endswith("." + s) for s in names)
@@ -134,7 +142,7 @@ def check_recipe_fits(model: Any, recipe: Recipe, skip) -> None:
     """ConfigError naming the layer when a skip name matches nothing, or a group size, packing or N:M
     block does not divide a layer's in_features."""
     linears = list(iter_linears(model))
-    known = [name for name, _ in linears] + ["lm_head", "model.embed_tokens"]
+    known = [name for name, _ in linears] + ["lm_head", EMBEDDINGS]
     for entry in recipe.skip:
         if not any(n == entry or n.endswith("." + entry) for n in known):
             raise ConfigError(f"skip entry {entry!r} matches no layer of the model; names look like "
@@ -142,8 +150,8 @@ def check_recipe_fits(model: Any, recipe: Recipe, skip) -> None:
                               "'lm_head' or 'model.embed_tokens'")
     head = model.get_output_embeddings()
     targets = [(n, m.in_features) for n, m in linears if not skip(n)]
-    if recipe.quantize is not None and not skip("lm_head"):
-        targets.append(("lm_head", head.weight.shape[1]))
+    if recipe.quantize is not None:
+        targets += [(n, head.weight.shape[1]) for n in ("lm_head", EMBEDDINGS) if not skip(n)]
     for name, k in targets:
         try:
             if recipe.quantize is not None:
@@ -152,10 +160,32 @@ def check_recipe_fits(model: Any, recipe: Recipe, skip) -> None:
                 if q.bits < 8 and k % 2:
                     raise ConfigError(f"{q.bits}-bit codes are packed two per byte: in_features {k} is odd")
             nm = recipe.prune.nm() if recipe.prune is not None else None
-            if nm is not None and name != "lm_head":
+            if nm is not None and name not in ("lm_head", EMBEDDINGS):
                 check_nm(k, nm[1])
         except ConfigError as e:
             raise ConfigError(f"layer {name}: {e}") from None
+
+
+@torch.no_grad()
+def quantize_embeddings(net: Any, recipe: Recipe, skip, tied: bool) -> tuple[QuantizedWeight | None, bool]:
+    """(codes of the token embeddings or None, whether the output keeps `tie_word_embeddings`).
+
+    Unless skipped, the table is quantized round-to-nearest (GPTQ/AWQ need a linear layer's input
+    statistics; a lookup table has none) with the recipe's bits, group size (along the hidden
+    dimension, like lm_head's input) and symmetry, before calibration, so the decoder layers are
+    calibrated on the quantized embeddings. Tied embeddings stay tied when both the table and lm_head
+    are quantized (one tensor set serves both: the table's RTN codes are lm_head's) or both dense;
+    otherwise lm_head is untied and quantized (`LayerCompressor.finish`) or written dense."""
+    head_q = recipe.quantize is not None and not skip("lm_head")
+    if recipe.quantize is None or skip(EMBEDDINGS):
+        return None, tied and not head_q
+    q = recipe.quantize.resolved()
+    table, head = net.get_input_embeddings(), net.get_output_embeddings()
+    if head.weight.data_ptr() == table.weight.data_ptr() and not (tied and head_q):
+        head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)  # untie
+    qw = quantize_rtn(table.weight.detach().float(), QuantGrid(q.bits, q.group_size, q.symmetric))
+    table.weight.data.copy_(qw.dequantize())  # a head still tied to it sees the codes too
+    return qw, tied and head_q
 
 
 def _as_recipe(recipe: Recipe | dict | str | os.PathLike[str]) -> Recipe:
@@ -196,7 +226,7 @@ def _configs(recipe: Recipe, state: CompressionState, calib: CalibrationData | N
         extra["alpha"] = q.alpha
     qc = QuantConfig(bits=q.bits, group_size=q.group_size, symmetric=q.symmetric,
                      scheme="w8a8" if q.method == "smoothquant" else "weight_only", method=q.method,
-                     ignore=tuple(s for s in recipe.skip) + ALWAYS_SKIPPED, sparsity=sparsity, extra=extra)
+                     ignore=tuple(dict.fromkeys(recipe.skip)), sparsity=sparsity, extra=extra)
     return qc, sparsity
 
 
@@ -213,6 +243,9 @@ def _recipe_text(recipe: Recipe, source: Path, calib: CalibrationData | None, st
         info["calibration_data"] = calib.describe()
     if state.sparsity() is not None:
         info["achieved_sparsity"] = state.sparsity()
+    for key in ("lm_head", EMBEDDINGS):
+        if key in state.details:
+            info[key] = state.details[key] + ", whatever the recipe's method (no input statistics)"
     if "awq_alpha" in state.details:
         info["awq_alpha"] = state.details["awq_alpha"]
     return recipe.to_yaml() + yaml.safe_dump({"produced": info}, sort_keys=False)

@@ -2,8 +2,10 @@
 
 A checkpoint directory holds `model.safetensors`, `config.json` and the source's other files
 (tokenizer, chat template, generation config), plus `recipe.yaml`:
-- quantized: each quantized linear's `weight` is replaced by `qweight`/`scales`/`zeros` and config.json
-  gets `quantization_config` = `QuantConfig(...).to_dict()` (see `neutrino.layers.quant.config`);
+- quantized: each quantized linear's (and a quantized embedding table's) `weight` is replaced by
+  `qweight`/`scales`/`zeros` and config.json gets `quantization_config` = `QuantConfig(...).to_dict()`
+  (see `neutrino.layers.quant.config`); tied embeddings stay tied only when the table and lm_head are
+  both dense or both quantized (then `model.embed_tokens.*` alone stores them);
 - pruned only: a normal dense checkpoint; config.json records `neutrino_sparsity`.
 Dense tensors keep the source's dtype. Output goes to a temporary sibling directory that is renamed
 into place once complete; the source directory is only read."""
@@ -66,13 +68,17 @@ def publish(tmp: Path, out: Path) -> None:
 
 
 def write_checkpoint(model: nn.Module, source: Path, out: Path, quantized: dict[str, Any],
-                     quant_config: QuantConfig | None, sparsity: dict[str, Any] | None, recipe_text: str) -> None:
-    """Write the compressed `model` into the existing directory `out` (see the module docstring)."""
+                     quant_config: QuantConfig | None, sparsity: dict[str, Any] | None, recipe_text: str,
+                     tied: bool | None = None) -> None:
+    """Write the compressed `model` into the existing directory `out` (see the module docstring); `tied`:
+    whether the output keeps tied embeddings (None: the source's, unless lm_head is quantized)."""
     from safetensors.torch import save_file
 
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     dtype = _dtype(config)
-    tied = bool(config.get("tie_word_embeddings", False)) and "lm_head" not in quantized
+    was_tied = bool(config.get("tie_word_embeddings", False))
+    if tied is None:
+        tied = was_tied and "lm_head" not in quantized
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         module = name.rpartition(".")[0]
@@ -82,10 +88,10 @@ def write_checkpoint(model: nn.Module, source: Path, out: Path, quantized: dict[
     for module, qw in quantized.items():
         tensors.update(qw.tensors(module))
     save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    if was_tied and not tied:
+        config["tie_word_embeddings"] = False
     if quant_config is not None:
         config["quantization_config"] = quant_config.to_dict()
-        if "lm_head" in quantized:
-            config["tie_word_embeddings"] = False
     elif sparsity is not None:
         config["neutrino_sparsity"] = sparsity
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

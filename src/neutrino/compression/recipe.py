@@ -8,8 +8,14 @@ except the methods; unknown keys are errors):
 prune:       {method: sparsegpt, sparsity: 0.5, pattern: null, damp: 0.01, block_size: 128}
 quantize:    {method: gptq, bits: 4, group_size: 128, symmetric: true, damp: 0.01, act_order: false}
 calibration: {file: null, samples: 128, seq_len: 512}
-skip: [lm_head]
+skip: [lm_head, model.embed_tokens]
 ```
+
+`skip` names the modules left dense (default: lm_head and the token embeddings; `[]` quantizes both).
+lm_head and `model.embed_tokens` are always quantized round-to-nearest with the recipe's bits, group
+size (along the hidden dimension) and symmetry: GPTQ/AWQ/SmoothQuant need the statistics of a linear
+layer's inputs, which a lookup table has none of. When the embeddings are tied to lm_head and both are
+quantized, one table is stored (`model.embed_tokens.*`) and serves both.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
 CALIBRATED_QUANT = ("gptq", "awq", "smoothquant")
 CALIBRATED_PRUNE = ("wanda", "sparsegpt")
 BITS = (3, 4, 8)
-DEFAULT_SKIP = ("lm_head",)
+DEFAULT_SKIP = ("lm_head", "model.embed_tokens")  # dense unless a recipe lists fewer
 
 
 @dataclass(frozen=True)

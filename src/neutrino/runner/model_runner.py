@@ -20,6 +20,7 @@ from neutrino.runner.input_batch import InputBatch, build_input_batch
 from neutrino.sample.prompt_logprobs import compute_prompt_logprobs
 from neutrino.sample.sampler import Sampler
 from neutrino.scheduler.output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
+from neutrino.weights.hf import checkpoint_tensor_names
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ class ModelRunner:
         with torch.device(device):
             self.model: CausalLM = model_cls(model_config, dtype, backend, max_model_len, quant=quant)
             if quant is not None:
-                quant.prepare_model(self.model)
+                names = checkpoint_tensor_names(source) if isinstance(spec, QuantConfig) else None
+                quant.prepare_model(self.model, names)
         self.model.load_weights(weights, source)
         self.model.eval()
         self.num_blocks = self._num_blocks(cache_config)

@@ -192,6 +192,21 @@ def load_hf_config(model_dir: Path) -> ModelConfig:
     return cfg
 
 
+def checkpoint_tensor_names(source: str | Path) -> set[str] | None:
+    """Tensor names of the safetensors checkpoint directory `source` (headers only), None when `source`
+    is not one."""
+    from safetensors import safe_open
+
+    path = Path(source)
+    if not path.is_dir() or not any(path.glob("*.safetensors")):
+        return None
+    names: set[str] = set()
+    for f in safetensors_files(path):
+        with safe_open(str(f), framework="pt") as handle:
+            names.update(handle.keys())
+    return names
+
+
 def safetensors_files(model_dir: Path) -> list[Path]:
     """The safetensors files of `model_dir`: the shards named by the index file, else `*.safetensors`."""
     model_dir = Path(model_dir)

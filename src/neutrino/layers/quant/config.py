@@ -13,6 +13,10 @@ replacing `P.weight`:
 - `P.zeros` (asymmetric only): float32 [N, K / group_size], the zero point in the code domain.
 - `P.bias`: unchanged when the layer has one.
 
+The token embedding table `model.embed_tokens` [vocab, hidden] may be stored the same way (groups along
+the hidden dimension) when it is not in `ignore`; the engine then looks rows up from the codes. When
+the embeddings are tied to lm_head (`tie_word_embeddings`), that one table also serves as the head.
+
 Dequantized weight: w[n, k] = (q[n, k] - z[n, g]) * s[n, g] with g = k // group_size, where the zero
 point z is `zeros` (asymmetric) or 2**(bits - 1) (symmetric, bits <= 4) or 0 (symmetric, 8 bits).
 
@@ -45,7 +49,7 @@ class QuantConfig:
     symmetric: bool = True
     scheme: str = "weight_only"  # or "w8a8"
     method: str = "rtn"  # how the codes were chosen: rtn, gptq, awq, smoothquant, gguf
-    ignore: tuple[str, ...] = ("lm_head",)  # module names (HF) left unquantized; embeddings never are
+    ignore: tuple[str, ...] = ("lm_head",)  # module names (HF) left unquantized (e.g. model.embed_tokens)
     sparsity: dict[str, Any] | None = None  # e.g. {"method": "wanda", "target": 0.5, "pattern": "2:4"}
     extra: dict[str, Any] = field(default_factory=dict)  # method details (damping, calibration, ...)
 

@@ -101,14 +101,28 @@ class LinearQuant:
         fmt = formats.pop()
         return None if fmt is None else quant_method_for(fmt, prefix, self.source)
 
-    def prepare_model(self, model: nn.Module) -> None:
-        """Before loading: swap in a quantized token embedding table when the checkpoint's is native."""
+    def prepare_model(self, model: nn.Module, tensor_names: set[str] | None = None) -> None:
+        """Before loading: swap in a `QuantizedEmbedding` when the token embedding table is stored quantized
+        (GGUF native; or a Neutrino checkpoint whose embeddings are not ignored and has their `qweight`;
+        `tensor_names`: the checkpoint's tensor names when the loader can list them)."""
+        name = next((n for n, child in model.named_children() if child is model.input_embeddings()), None)
         fmt = self.embedding_format
+        if name is not None and isinstance(self.spec, QuantConfig) and self._has_quantized_table(name, tensor_names):
+            fmt = QuantFormat.from_config(self.spec)
         if fmt is not None:
-            name = next(n for n, child in model.named_children() if child is model.input_embeddings())
+            assert name is not None, "the token embeddings must be a direct child of the model"
             method = quant_method_for(fmt, name, self.source)
             assert method is not None
             quantize_embedding(model, method, name)
+
+    def _has_quantized_table(self, name: str, names: set[str] | None) -> bool:
+        """Whether the QuantConfig checkpoint stores the embedding table `name` (model module name, e.g.
+        `embed_tokens`) as codes: not in `ignore`, and (when the checkpoint's tensor names can be listed)
+        a `<...>.qweight` of it exists, so older checkpoints with dense embeddings keep loading."""
+        assert isinstance(self.spec, QuantConfig)
+        if self.spec.is_ignored(name) or self.spec.is_ignored(f"model.{name}"):
+            return False
+        return names is None or any(n == f"{name}.qweight" or n.endswith(f".{name}.qweight") for n in names)
 
     def __repr__(self) -> str:
         kind: Any = self.spec if isinstance(self.spec, QuantConfig) else f"{len(self.spec.modules)} native modules"
