@@ -136,3 +136,16 @@ def test_quantized_lm_head_unties_the_embeddings(tiny_checkpoint, tmp_path) -> N
     with torch.no_grad():
         got, want = model(ids).logits, ref(ids).logits
     assert float((got - want).norm() / want.norm()) < 0.05  # int8 everywhere, lm_head included (3% here)
+
+
+def test_default_group_size_fits_the_model(source, tmp_path) -> None:
+    """No group size given at 4 bits: 128 unless it does not divide every quantized layer; the tiny
+    model's widths 64 and 96 take 32 (64 does not divide 96). An explicit 128 is an error."""
+    out = tmp_path / "q"
+    result = compress(source, {"quantize": {"method": "rtn", "bits": 4}}, out, evaluate=False, progress=False)
+    assert result.recipe.quantize.group_size == 32
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["group_size"] == 32
+    assert "group_size: 32" in (out / "recipe.yaml").read_text()
+    with pytest.raises(ConfigError, match="group_size 128 does not divide in_features 64"):
+        compress(source, {"quantize": {"method": "rtn", "bits": 4, "group_size": 128}}, tmp_path / "r",
+                 evaluate=False, progress=False)

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--method", choices=QUANT_METHODS, default=None, help="quantization method")
     q.add_argument("--bits", type=int, default=None, help="3, 4 or 8 (default 4; smoothquant 8)")
     q.add_argument("--group-size", type=int, default=None,
-                   help="input weights per scale; -1 = per output channel (default 128, or -1 at 8 bits)")
+                   help="input weights per scale; -1 = per output channel (default: -1 at 8 bits, else 128, or 64 or 32 when 128 does not divide every layer)")
     q.add_argument("--asym", action="store_true", default=None, help="asymmetric (zero points)")
     q.add_argument("--damp", type=float, default=None, help="gptq/sparsegpt Hessian damping (default 0.01)")
     q.add_argument("--act-order", action="store_true", default=None, help="gptq: act-order column order")

@@ -13,7 +13,7 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ def compress(model: str | os.PathLike[str] | None, recipe: Recipe | dict | str |
     t0 = time.perf_counter()
     net = load_model(source, progress)
     skip = skip_matcher(recipe.skip)
+    recipe = with_default_group_size(net, recipe, skip)
     check_recipe_fits(net, recipe, skip)
     calib = _calibration(source, recipe, config) if recipe.needs_calibration else None
     times["load"] = time.perf_counter() - t0
@@ -138,6 +139,29 @@ def skip_matcher(skip: tuple[str, ...]):
     return matches
 
 
+def _quantized_widths(model: Any, recipe: Recipe, skip) -> list[tuple[str, int]]:
+    """(name, in_features) of every layer the recipe quantizes (the embeddings: their hidden size)."""
+    targets = [(n, m.in_features) for n, m in iter_linears(model) if not skip(n)]
+    if recipe.quantize is not None:
+        hidden = model.get_output_embeddings().weight.shape[1]
+        targets += [(n, hidden) for n in ("lm_head", EMBEDDINGS) if not skip(n)]
+    return targets
+
+
+def with_default_group_size(model: Any, recipe: Recipe, skip) -> Recipe:
+    """Fill in a group size the recipe left unset below 8 bits: 128, or the largest of 64 and 32 that
+    divides every quantized layer's in_features when 128 does not (SmolLM2's hidden size 576 = 4.5 x 128).
+    An explicit group size is kept as given (and checked by `check_recipe_fits`)."""
+    q = recipe.quantize
+    if q is None or q.group_size is not None or q.resolved().group_size == -1:
+        return recipe
+    widths = [k for _, k in _quantized_widths(model, recipe, skip)]
+    group = next((g for g in (128, 64, 32) if all(k % g == 0 for k in widths)), 128)
+    if group != 128:
+        logger.info("group size 128 does not divide every layer's in_features; using %d", group)
+    return replace(recipe, quantize=replace(q, group_size=group))
+
+
 def check_recipe_fits(model: Any, recipe: Recipe, skip) -> None:
     """ConfigError naming the layer when a skip name matches nothing, or a group size, packing or N:M
     block does not divide a layer's in_features."""
@@ -148,11 +172,7 @@ def check_recipe_fits(model: Any, recipe: Recipe, skip) -> None:
             raise ConfigError(f"skip entry {entry!r} matches no layer of the model; names look like "
                               f"{linears[0][0]!r} (a suffix such as 'mlp.down_proj' matches every layer), "
                               "'lm_head' or 'model.embed_tokens'")
-    head = model.get_output_embeddings()
-    targets = [(n, m.in_features) for n, m in linears if not skip(n)]
-    if recipe.quantize is not None:
-        targets += [(n, head.weight.shape[1]) for n in ("lm_head", EMBEDDINGS) if not skip(n)]
-    for name, k in targets:
+    for name, k in _quantized_widths(model, recipe, skip):
         try:
             if recipe.quantize is not None:
                 q = recipe.quantize.resolved()

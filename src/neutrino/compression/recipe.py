@@ -41,7 +41,7 @@ class QuantizeRecipe:
 
     method: str = "rtn"
     bits: int | None = None  # None: 8 for smoothquant, else 4
-    group_size: int | None = None  # None: -1 (per channel) at 8 bits, else 128
+    group_size: int | None = None  # None: -1 (per channel) at 8 bits, else 128 (64 or 32 if 128 does not fit)
     symmetric: bool = True
     damp: float = 0.01  # gptq: fraction of mean(diag(H)) added to the Hessian's diagonal
     act_order: bool = False  # gptq: columns by decreasing Hessian diagonal (groups fixed up front)
