@@ -64,6 +64,10 @@ def variants(group: int) -> dict[str, dict[str, Any]]:
         "w8a8-smoothquant": {"quantize": {"method": "smoothquant"}},
         "w4-gptq-plain": {"quantize": {"method": "gptq", **q}},
         "w3-gptq-plain": {"quantize": {"method": "gptq", **q3}},
+        # embeddings and (tied) lm_head quantized too (RTN), for the memory targets
+        "int8-rtn-all": {"quantize": {"method": "rtn", "bits": 8, "group_size": -1}, "skip": []},
+        "w4-rtn-all": {"quantize": {"method": "rtn", **q}, "skip": []},
+        "w4-gptq-all": {"quantize": {"method": "gptq", **q, **best}, "skip": []},
     }
 
 
@@ -227,7 +231,8 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
-QUALITY_ROWS = ["int8-rtn", "w8a8-smoothquant", "w4-rtn", "w4-gptq", "w4-gptq-plain", "w4-awq", "w3-rtn",
+QUALITY_ROWS = ["int8-rtn", "int8-rtn-all", "w8a8-smoothquant", "w4-rtn", "w4-rtn-all", "w4-gptq", "w4-gptq-all", "w4-gptq-plain",
+                "w4-awq", "w3-rtn",
                 "w3-gptq", "w3-gptq-plain", "sp50-magnitude", "sp50-wanda", "sp50-sparsegpt", "2:4-sparsegpt"]
 
 
