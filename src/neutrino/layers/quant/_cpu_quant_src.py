@@ -2,12 +2,14 @@
 `neutrino_quant` torch op library.
 
 Ops (all CPU; `T` is float32, bfloat16 or float16; accumulation is float32):
-- `lowbit_linear(x[M,K] T, bits, qb, scales, offsets?, group_size) -> y[M,N] T`: y = x @ W^T with
-  W[n,k] = q[n,k] * s[n,g] + o[n,g], g = k // group_size, for 8-bit (int8) or 4-bit (uint8 nibbles)
-  codes and scales/offsets (float32, bfloat16 or float16) in the 16-row blocked layout described at
-  the kernel. The
-  weight-only kernel for every int8/int4/3-bit format (per-channel or group-wise, symmetric, asymmetric,
-  GGUF's d * q + m): small batches (decode), fp32 FMAs on the integer codes, one scale per group.
+- `lowbit_linear(x[M,K] T, bits, qb, scales, offsets?, group_size, exact=False) -> y[M,N] T`: y = x @ W^T
+  with W[n,k] = q[n,k] * s[n,g] + o[n,g], g = k // group_size, for 8-bit (int8) or 4-bit (uint8 nibbles)
+  codes and scales/offsets (float32, bfloat16 or float16) in the 16-row blocked layout described at the
+  kernel. The weight-only kernel for every int8/int4/3-bit format (per-channel or group-wise, symmetric,
+  asymmetric, GGUF's d * q + m), for small batches (decode). With AVX512-VNNI + VBMI and group_size % 16
+  == 0, unless `exact`: the integer path (x quantized to int8 per token and 32- or 16-column block,
+  vpdpbusd; computes x^ @ W^T, see the integer path's comment). Otherwise: fp32 FMAs on the integer
+  codes, exact up to summation order.
 - `lowbit_dequant(bits, qb, scales, offsets?, group_size, dtype, n0, n1) -> W^T[K, n1-n0] T`: rows
   [n0, n1) of the same W, for large batches (dequantize, then the dtype's GEMM).
 - `quantize_per_token(x[M,K] T) -> (xq int8, x_scale f32[M])`: symmetric dynamic int8 per row,
@@ -15,7 +17,7 @@ Ops (all CPU; `T` is float32, bfloat16 or float16; accumulation is float32):
 - `w8a8_scale(acc[M,N] int32, x_scale[M], w_scale[N], bias?, dtype) -> y`: (acc * x_scale) * w_scale + b.
 """
 
-KERNEL_VERSION = "4"
+KERNEL_VERSION = "5"
 
 SOURCE = r"""
 #include <ATen/ATen.h>
@@ -27,6 +29,7 @@ SOURCE = r"""
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -36,6 +39,12 @@ SOURCE = r"""
 #define NQ_AVX512 1
 #else
 #define NQ_AVX512 0
+#endif
+// The integer path (int8 activations, vpdpbusd) needs AVX512-VNNI and, for the byte transpose, VBMI.
+#if NQ_AVX512 && defined(__AVX512VNNI__) && defined(__AVX512VBMI__) && defined(__AVX512VL__)
+#define NQ_VNNI 1
+#else
+#define NQ_VNNI 0
 #endif
 
 namespace {
@@ -183,6 +192,162 @@ void lb_run(const LBArgs& a, int64_t b0, int64_t b1, int64_t M) {
 }
 #endif
 
+#if NQ_VNNI
+// ---- integer path: int8 activations x codes with vpdpbusd (u8 x s8 -> int32, 4 products per lane) ----
+// x is quantized per token and per block of B columns (B | group_size, B % 16 == 0): xq = round(x / xs),
+// xs = max|x| / 127. A 64-byte load of a block's stream is [4 byte-columns][16 rows]; vpermb transposes it
+// to [16 rows][4 bytes] so that each 32-bit lane is one output row and vpdpbusd sums 4 of its columns.
+// int4: the 4 bytes hold columns 0..7 of an 8-column chunk, low nibbles the even columns and high nibbles
+// the odd ones, so the activations of each chunk are stored evens first ([x0 x2 x4 x6 x1 x3 x5 x7]).
+// int8: codes are signed, so they go to the unsigned side as q ^ 0x80 = q + 128 and each block's int32
+// accumulator starts at -128 * sum(xq) (per token: no extra weight memory).
+// Per block y += xs * isum; per group y = s * that + o * sum(x^) (x^ = xq * xs, so y = x^ @ W^T exactly:
+// with the float sum(x) instead, the rounding of x would not cancel against o = -z s for zero-centred
+// weights: 3x the error in an emulation with RTN int4 g64 weights).
+struct VNArgs {
+  const int8_t* xq;   // [M, K] quantized activations (int4: evens-first per 8-column chunk)
+  const float* xs;    // [M, K / B] block scales
+  const int32_t* xc;  // [M, K / B] -128 * block sums of xq (int8 codes only)
+  const float* xg;    // [M, G] group sums of x^ (only with offsets)
+  const uint8_t* q; const void* s; const void* o;
+  int64_t K, B, G, gs, N;
+  float* y;
+};
+
+// x [M, K] float -> VNArgs activations (xq, xs, xc, xg) with blocks of B columns.
+inline void quantize_blocks(const float* xf, int64_t M, int64_t K, int64_t B, int64_t gs, bool int4,
+                            int8_t* xq, float* xs, int32_t* xc, float* xg) {
+  const int64_t KB = K / B, G = K / gs;
+  const __m128i evens_first = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t kb = 0; kb < KB; ++kb) {
+      const float* xr = xf + m * K + kb * B;
+      __m512 amax = _mm512_setzero_ps();
+      for (int64_t k = 0; k < B; k += 16) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(xr + k)));
+      const float mx = _mm512_reduce_max_ps(amax);
+      const float scale = mx > 0.f ? mx / 127.f : 1.f;
+      const __m512 inv = _mm512_set1_ps(mx > 0.f ? 127.f / mx : 1.f);
+      __m512i isum = _mm512_setzero_si512();
+      for (int64_t k = 0; k < B; k += 16) {
+        const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xr + k), inv));  // nearest even
+        isum = _mm512_add_epi32(isum, v);
+        __m128i b = _mm512_cvtsepi32_epi8(v);
+        if (int4) b = _mm_shuffle_epi8(b, evens_first);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(xq + m * K + kb * B + k), b);
+      }
+      const int32_t sum = _mm512_reduce_add_epi32(isum);
+      xs[m * KB + kb] = scale;
+      xc[m * KB + kb] = -128 * sum;
+      if (xg) {
+        if (kb * B % gs == 0) xg[m * G + kb * B / gs] = 0.f;
+        xg[m * G + kb * B / gs] += scale * static_cast<float>(sum);
+      }
+    }
+}
+
+// Transposes [4][16] bytes to [16][4]: output byte 4 i + j = input byte 16 j + i.
+inline __m512i transpose_idx() {
+  alignas(64) uint8_t idx[64];
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 4; ++j) idx[4 * i + j] = static_cast<uint8_t>(16 * j + i);
+  return _mm512_load_si512(idx);
+}
+
+constexpr int64_t kVnPrefetch = 8192;  // bytes ahead in the code stream (measured: 1 KiB reaches ~60 % of it)
+
+inline int32_t load_i32(const int8_t* p) { int32_t v; std::memcpy(&v, p, 4); return v; }
+
+// NB row blocks x MB tokens; 2 U int32 accumulator sets (independent vpdpbusd chains), U 8-column chunks per step.
+template <int BITS, typename SC, int NB, int MB, bool OFF, int U>
+inline void vn_tile(const VNArgs& a, int64_t b0, int64_t m0, __m512i perm, int64_t pf) {
+  const __m512i nib = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const int64_t KB = a.K / a.B, bpg = a.gs / a.B;
+  __m512 tot[NB][MB];
+  for (int i = 0; i < NB; ++i)
+    for (int j = 0; j < MB; ++j) tot[i][j] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < a.G; ++g) {
+    __m512 facc[NB][MB];
+    for (int i = 0; i < NB; ++i)
+      for (int j = 0; j < MB; ++j) facc[i][j] = _mm512_setzero_ps();
+    for (int64_t kb = g * bpg; kb < (g + 1) * bpg; ++kb) {
+      __m512i acc[2 * U][NB][MB];
+      for (int u = 0; u < 2 * U; ++u)
+        for (int i = 0; i < NB; ++i)
+          for (int j = 0; j < MB; ++j)
+            acc[u][i][j] = BITS == 8 && u == 0 ? _mm512_set1_epi32(a.xc[(m0 + j) * KB + kb]) : _mm512_setzero_si512();
+      const int64_t kend = (kb + 1) * a.B;
+      for (int64_t k = kb * a.B; k < kend; k += 8 * U) {  // 8 columns: one 64-byte line (int4), two (int8)
+        for (int u = 0; u < U; ++u)
+          for (int i = 0; i < NB; ++i) {
+            const uint8_t* p = a.q + (b0 + i) * block_bytes<BITS>(a.K) + col_bytes<BITS>(k + 8 * u);
+            _mm_prefetch(reinterpret_cast<const char*>(p + pf), _MM_HINT_T0);
+            __m512i w0, w1;
+            if (BITS == 8) {
+              _mm_prefetch(reinterpret_cast<const char*>(p + 64 + pf), _MM_HINT_T0);
+              w0 = _mm512_xor_si512(_mm512_permutexvar_epi8(perm, _mm512_loadu_si512(p)), flip);
+              w1 = _mm512_xor_si512(_mm512_permutexvar_epi8(perm, _mm512_loadu_si512(p + 64)), flip);
+            } else {
+              const __m512i d = _mm512_permutexvar_epi8(perm, _mm512_loadu_si512(p));
+              w0 = _mm512_and_si512(d, nib);
+              w1 = _mm512_and_si512(_mm512_srli_epi16(d, 4), nib);
+            }
+            for (int j = 0; j < MB; ++j) {
+              const int8_t* xp = a.xq + (m0 + j) * a.K + k + 8 * u;
+              acc[2 * u][i][j] = _mm512_dpbusd_epi32(acc[2 * u][i][j], w0, _mm512_set1_epi32(load_i32(xp)));
+              acc[2 * u + 1][i][j] = _mm512_dpbusd_epi32(acc[2 * u + 1][i][j], w1, _mm512_set1_epi32(load_i32(xp + 4)));
+            }
+          }
+      }
+      for (int j = 0; j < MB; ++j) {
+        const __m512 xsv = _mm512_set1_ps(a.xs[(m0 + j) * KB + kb]);
+        for (int i = 0; i < NB; ++i) {
+          __m512i isum = _mm512_add_epi32(acc[0][i][j], acc[1][i][j]);
+          for (int u = 1; u < U; ++u) isum = _mm512_add_epi32(isum, _mm512_add_epi32(acc[2 * u][i][j], acc[2 * u + 1][i][j]));
+          facc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), xsv, facc[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < NB; ++i) {
+      const SC* sp = static_cast<const SC*>(a.s) + ((b0 + i) * a.G + g) * 16;
+      _mm_prefetch(reinterpret_cast<const char*>(sp + kScalePrefetch), _MM_HINT_T0);
+      const __m512 sv = load16(sp);
+      __m512 ov = _mm512_setzero_ps();
+      if (OFF) {
+        const SC* op = static_cast<const SC*>(a.o) + ((b0 + i) * a.G + g) * 16;
+        _mm_prefetch(reinterpret_cast<const char*>(op + kScalePrefetch), _MM_HINT_T0);
+        ov = load16(op);
+      }
+      for (int j = 0; j < MB; ++j) {
+        tot[i][j] = _mm512_fmadd_ps(facc[i][j], sv, tot[i][j]);
+        if (OFF) tot[i][j] = _mm512_fmadd_ps(_mm512_set1_ps(a.xg[(m0 + j) * a.G + g]), ov, tot[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < NB; ++i)
+    for (int j = 0; j < MB; ++j) _mm512_storeu_ps(a.y + (m0 + j) * a.N + (b0 + i) * 16, tot[i][j]);
+}
+
+// One row block at a time, all token tiles of a block before the next block: the codes are read from
+// memory once, as one sequential stream prefetched far ahead (interleaving several blocks' streams, as
+// lb_run does, measured 2-4x slower on cold weights; decode is memory-bound), and the later token tiles
+// find the block's codes in L1/L2.
+template <int BITS, typename SC, bool OFF>
+void vn_run(const VNArgs& a, int64_t b0, int64_t b1, int64_t M) {
+  const __m512i perm = transpose_idx();
+  for (int64_t b = b0; b < b1; ++b) {
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) vn_tile<BITS, SC, 1, 4, OFF, 1>(a, b, m, perm, kVnPrefetch);
+    if (m + 2 <= M) { vn_tile<BITS, SC, 1, 2, OFF, 2>(a, b, m, perm, kVnPrefetch); m += 2; }
+    if (m < M) vn_tile<BITS, SC, 1, 1, OFF, 2>(a, b, m, perm, kVnPrefetch);
+  }
+}
+
+// Activation block for a group: 32 columns (16 when the group is not a multiple of 32); 0: no integer path.
+inline int64_t act_block(int64_t group_size) {
+  return group_size % 32 == 0 ? 32 : group_size % 16 == 0 ? 16 : 0;
+}
+#endif
+
 // Code of row i of block b at column k.
 template <int BITS>
 inline float code_at(const uint8_t* q, int64_t K, int64_t b, int64_t k, int64_t i) {
@@ -240,34 +405,62 @@ void load_x(const T* xp, int64_t x_s0, int64_t M, int64_t K, int64_t gs, float* 
       }
 }
 
-// One ATen allocation per call (the output): x is converted and summed into local buffers, and each task
-// converts its own output rows, so a batch-1 call costs little beyond the kernel itself.
+// One ATen allocation per call (the output): x is converted (and quantized) into local buffers, and each
+// task converts its own output rows, so a batch-1 call costs little beyond the kernel itself.
+// `exact`: the fp32-FMA path (y = x @ W^T up to summation order) instead of the integer one (int8
+// activations); the fp32 path also serves CPUs without VNNI/VBMI and groups that are not a multiple of 16.
 at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q, const at::Tensor& scales,
-                         const c10::optional<at::Tensor>& offsets, int64_t group_size) {
+                         const c10::optional<at::Tensor>& offsets, int64_t group_size, bool exact) {
   const int64_t K = check_blocked(bits, q, scales, offsets, group_size);
   TORCH_CHECK(x.dim() == 2 && x.size(1) == K && x.stride(1) == 1, "x: [M, K] with unit column stride");
   const int64_t M = x.size(0), G = scales.size(1), NBLK = q.size(0), N = NBLK * 16;
   const bool off = offsets.has_value();
+#if NQ_VNNI
+  const int64_t B = exact ? 0 : act_block(group_size);
+#else
+  const int64_t B = 0;
+#endif
+  const bool integer = B > 0;
   std::vector<float> xf(M * K), xg(off ? M * G : 0);
   dispatch_float(x.scalar_type(), "lowbit_linear x", [&](auto tag) {
     using T = decltype(tag);
-    load_x<T>(x.data_ptr<T>(), x.stride(0), M, K, group_size, xf.data(), off ? xg.data() : nullptr);
+    load_x<T>(x.data_ptr<T>(), x.stride(0), M, K, group_size, xf.data(), off && !integer ? xg.data() : nullptr);
   });
+  std::vector<int8_t> xq(integer ? M * K : 0);
+  std::vector<float> xs(integer ? M * K / B : 0);
+  std::vector<int32_t> xc(integer ? M * K / B : 0);
+#if NQ_VNNI
+  if (integer)
+    quantize_blocks(xf.data(), M, K, B, group_size, bits == 4, xq.data(), xs.data(), xc.data(),
+                    off ? xg.data() : nullptr);
+#endif
   at::Tensor y = at::empty({M, N}, x.options());
   const bool direct = x.scalar_type() == at::kFloat;
   std::vector<float> yf(direct ? 0 : M * N);
+  float* yout = direct ? y.data_ptr<float>() : yf.data();
   LBArgs a{xf.data(), K, off ? xg.data() : nullptr, static_cast<const uint8_t*>(q.data_ptr()), scales.data_ptr(),
-           off ? offsets->data_ptr() : nullptr, G, group_size, N, direct ? y.data_ptr<float>() : yf.data()};
+           off ? offsets->data_ptr() : nullptr, G, group_size, N, yout};
+#if NQ_VNNI
+  VNArgs v{xq.data(), xs.data(), xc.data(), off ? xg.data() : nullptr, a.q, a.s, a.o, K, B, G, group_size, N, yout};
+#endif
   const int64_t grain = std::max<int64_t>(4, 65536 / (16 * K));  // row blocks per task
   dispatch_float(scales.scalar_type(), "lowbit_linear scales", [&](auto tag) {
     using SC = decltype(tag);
     at::parallel_for(0, NBLK, grain, [&](int64_t b0, int64_t b1) {
-#if NQ_AVX512
-      if (bits == 8) { if (off) lb_run<8, SC, true>(a, b0, b1, M); else lb_run<8, SC, false>(a, b0, b1, M); }
-      else { if (off) lb_run<4, SC, true>(a, b0, b1, M); else lb_run<4, SC, false>(a, b0, b1, M); }
-#else
-      if (bits == 8) lb_run_generic<8, SC>(a, b0, b1, M); else lb_run_generic<4, SC>(a, b0, b1, M);
+#if NQ_VNNI
+      if (integer) {
+        if (bits == 8) { if (off) vn_run<8, SC, true>(v, b0, b1, M); else vn_run<8, SC, false>(v, b0, b1, M); }
+        else { if (off) vn_run<4, SC, true>(v, b0, b1, M); else vn_run<4, SC, false>(v, b0, b1, M); }
+      } else
 #endif
+      {
+#if NQ_AVX512
+        if (bits == 8) { if (off) lb_run<8, SC, true>(a, b0, b1, M); else lb_run<8, SC, false>(a, b0, b1, M); }
+        else { if (off) lb_run<4, SC, true>(a, b0, b1, M); else lb_run<4, SC, false>(a, b0, b1, M); }
+#else
+        if (bits == 8) lb_run_generic<8, SC>(a, b0, b1, M); else lb_run_generic<4, SC>(a, b0, b1, M);
+#endif
+      }
       if (!direct)
         dispatch_float(x.scalar_type(), "lowbit_linear y", [&](auto otag) {
           using T = decltype(otag);
@@ -391,12 +584,14 @@ at::Tensor w8a8_scale(const at::Tensor& acc, const at::Tensor& xs, const at::Ten
   return out;
 }
 
-std::string isa() { return NQ_AVX512 ? "avx512" : "generic"; }
+// "avx512-vnni": lowbit_linear has its integer path; "avx512": fp32 FMAs only; "generic": scalar code.
+std::string isa() { return NQ_VNNI ? "avx512-vnni" : NQ_AVX512 ? "avx512" : "generic"; }
 
 }  // namespace
 
 TORCH_LIBRARY(neutrino_quant, m) {
-  m.def("lowbit_linear(Tensor x, int bits, Tensor q, Tensor scales, Tensor? offsets, int group_size) -> Tensor");
+  m.def("lowbit_linear(Tensor x, int bits, Tensor q, Tensor scales, Tensor? offsets, int group_size, "
+        "bool exact=False) -> Tensor");
   m.def("lowbit_dequant(int bits, Tensor q, Tensor scales, Tensor? offsets, int group_size, ScalarType dtype, "
         "int n0, int n1) -> Tensor");
   m.def("quantize_per_token(Tensor x) -> (Tensor, Tensor)");
