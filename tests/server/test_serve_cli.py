@@ -33,3 +33,18 @@ def test_bad_options_exit_2(args: tuple[str, ...], env: dict[str, str], word: st
     proc = run(*args, env=env)
     assert proc.returncode == 2, proc.stderr
     assert word in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_thread_env_passive_with_short_spin_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from neutrino.cli.serve import set_thread_env
+
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    set_thread_env(["generate"])
+    assert "OMP_WAIT_POLICY" not in os.environ
+    set_thread_env(["serve", "m"])
+    assert (os.environ["OMP_WAIT_POLICY"], os.environ["GOMP_SPINCOUNT"]) == ("PASSIVE", "20000")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    set_thread_env(["serve"])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in os.environ
