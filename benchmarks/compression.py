@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="HF directory (default: the embedded SmolLM2)")
     p.add_argument("--out", default=None, help="JSON results file (default: stdout only)")
     p.add_argument("--work-dir", default=None, help="where the checkpoints go (default: a temporary directory)")
-    p.add_argument("--only", nargs="*", default=None, help="variant names to run (default: all)")
+    p.add_argument("--only", nargs="*", default=None, help="variant names to run and time (default: all)")
     p.add_argument("--group-size", type=int, default=64, help="group size of the 4- and 3-bit variants")
     p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--calib-len", type=int, default=512)
@@ -143,12 +143,14 @@ def _fp32_bytes(source: Path) -> int:
     return total
 
 
-def speed_table(data: dict[str, Any], source: Path, rounds: int, threads: int | None) -> dict[str, Any]:
-    """Memory and speed of the source (bf16) and of every variant's checkpoint, `rounds` interleaved
-    sweeps, medians; ratios to bf16 decode and to fp32 bytes, with the speed targets' verdicts."""
+def speed_table(data: dict[str, Any], source: Path, rounds: int, threads: int | None,
+                only: list[str] | None = None) -> dict[str, Any]:
+    """Memory and speed of the source (bf16) and of every variant's checkpoint (those in `only` when
+    given), `rounds` interleaved sweeps, medians; ratios to bf16 decode and to fp32 bytes, with the
+    speed targets' verdicts."""
     models = {"bf16": str(source)}
     models.update({name: r["checkpoint"] for name, r in data.get("variants", {}).items()
-                   if Path(r["checkpoint"]).exists()})
+                   if Path(r["checkpoint"]).exists() and (only is None or name in only)})
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
     for i in range(rounds):
         for name, path in models.items():
@@ -226,7 +228,7 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
               file=sys.stderr, flush=True)
     data["summary"] = summarize(results, p0)
     if ns.speed or ns.speed_only:
-        data["speed"] = speed_table(data, source, ns.rounds, ns.threads)
+        data["speed"] = speed_table(data, source, ns.rounds, ns.threads, ns.only)
         _write(data, ns.out)
     return data
 
