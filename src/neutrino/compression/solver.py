@@ -140,8 +140,7 @@ class LayerCompressor:
             return
         weights = [layer.get_submodule(rel).weight for rel in (active if q.method == "awq" else group.linears)]
         if q.method == "awq":
-            post = _mlp_tail(layer) if group.linears == MLP_IN and active == list(MLP_IN) else None
-            s, alpha = search_scales(st.rows, st.mean_abs, weights, self.grid, q.grid, post)
+            s, alpha = search_scales(st.rows, st.mean_abs, weights, self.grid, q.grid)
             self.state.details.setdefault("awq_alpha", {})[f"model.layers.{index}.{group.prev}"] = alpha
         else:
             s = smooth_scales(st.abs_max, weights, q.alpha)
@@ -162,21 +161,6 @@ class LayerCompressor:
             qw = quantize_rtn(lin.weight, grid)
         lin.weight.copy_(qw.dequantize())
         return qw
-
-
-MLP_IN = ("mlp.gate_proj", "mlp.up_proj")
-
-
-def _mlp_tail(layer: nn.Module):
-    """[gate; up] outputs [T, 2I] -> the MLP's output, down(act(gate) * up), with the float weights."""
-    mlp = layer.mlp
-    inter = mlp.gate_proj.weight.shape[0]
-    down = mlp.down_proj.weight.float()
-
-    def tail(y: torch.Tensor) -> torch.Tensor:
-        return (mlp.act_fn(y[:, :inter]) * y[:, inter:]) @ down.T
-
-    return tail
 
 
 def _names(index: int) -> dict[str, str]:

@@ -9,8 +9,6 @@ and the weights are rounded to nearest."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from neutrino.compression.quantize.grid import QuantGrid
@@ -23,23 +21,19 @@ CLIP_MIN_RATIO = 0.5
 
 @torch.no_grad()
 def search_scales(rows: torch.Tensor, mean_abs: torch.Tensor, weights: list[torch.Tensor], grid: QuantGrid,
-                  n_grid: int = 20, post: Callable[[torch.Tensor], torch.Tensor] | None = None
-                  ) -> tuple[torch.Tensor, float]:
-    """(s [K], alpha) minimising ||f(X W^T) - f(X (Q(W diag s) / s)^T)||^2 over the group's stacked
-    weights; `rows` [T, K] are calibration inputs, `mean_abs` [K] the mean |x| over all calibration
-    tokens, f is `post` (the module after the group, as the reference measures the error at the output
-    of the MLP for gate/up) or the identity."""
+                  n_grid: int = 20) -> tuple[torch.Tensor, float]:
+    """(s [K], alpha) minimising ||X W^T - X (Q(W diag s) / s)^T||^2 over the group's stacked weights;
+    `rows` [T, K] are calibration inputs, `mean_abs` [K] the mean |x| over all calibration tokens."""
     W = torch.cat([w.float() for w in weights], dim=0)  # [sum N, K]
     x = rows.float()
-    f = post or (lambda y: y)
-    ref = f(x @ W.T)
+    ref = x @ W.T
     w_mean = weight_mean(W, grid)
     best_loss, best_s, best_alpha = float("inf"), torch.ones_like(mean_abs), 0.0
     for duo in (False, True):
         for r in range(n_grid):
             alpha = r / n_grid
             s = awq_scales(mean_abs, alpha, w_mean if duo else None)
-            out = f(x @ (fake_quantize(W * s[None, :], grid) / s[None, :]).T)
+            out = x @ (fake_quantize(W * s[None, :], grid) / s[None, :]).T
             loss = float((ref - out).pow(2).mean())
             if loss < best_loss:
                 best_loss, best_s, best_alpha = loss, s, alpha
