@@ -17,7 +17,7 @@ Ops (all CPU; `T` is float32, bfloat16 or float16; accumulation is float32):
 - `w8a8_scale(acc[M,N] int32, x_scale[M], w_scale[N], bias?, dtype) -> y`: (acc * x_scale) * w_scale + b.
 """
 
-KERNEL_VERSION = "5"
+KERNEL_VERSION = "6"
 
 SOURCE = r"""
 #include <ATen/ATen.h>
@@ -131,6 +131,27 @@ inline void load_cols(const uint8_t* blk, int64_t k, __m512& w0, __m512& w1) {
   }
 }
 
+// tot += s[g] * sum (+ o[g] * sum(x of group g) with offsets) for NB row blocks x MB tokens of group g.
+template <typename SC, int NB, int MB, bool OFF, typename Args>  // Args: LBArgs or VNArgs
+inline void add_group(const Args& a, int64_t b0, int64_t g, int64_t m0, const __m512 (&sum)[NB][MB],
+                      __m512 (&tot)[NB][MB]) {
+  for (int i = 0; i < NB; ++i) {
+    const SC* sp = static_cast<const SC*>(a.s) + ((b0 + i) * a.G + g) * 16;
+    _mm_prefetch(reinterpret_cast<const char*>(sp + kScalePrefetch), _MM_HINT_T0);
+    const __m512 sv = load16(sp);
+    __m512 ov = _mm512_setzero_ps();
+    if (OFF) {
+      const SC* op = static_cast<const SC*>(a.o) + ((b0 + i) * a.G + g) * 16;
+      _mm_prefetch(reinterpret_cast<const char*>(op + kScalePrefetch), _MM_HINT_T0);
+      ov = load16(op);
+    }
+    for (int j = 0; j < MB; ++j) {
+      tot[i][j] = _mm512_fmadd_ps(sum[i][j], sv, tot[i][j]);
+      if (OFF) tot[i][j] = _mm512_fmadd_ps(_mm512_set1_ps(a.xg[(m0 + j) * a.G + g]), ov, tot[i][j]);
+    }
+  }
+}
+
 // NB row blocks (16 rows each) x MB tokens; two accumulator sets (even/odd k) for independent FMA chains.
 template <int BITS, typename SC, int NB, int MB, bool OFF>
 inline void lb_tile(const LBArgs& a, int64_t b0, int64_t m0) {
@@ -156,21 +177,10 @@ inline void lb_tile(const LBArgs& a, int64_t b0, int64_t m0) {
         }
       }
     }
-    for (int i = 0; i < NB; ++i) {
-      const SC* sp = static_cast<const SC*>(a.s) + ((b0 + i) * a.G + g) * 16;
-      _mm_prefetch(reinterpret_cast<const char*>(sp + kScalePrefetch), _MM_HINT_T0);
-      const __m512 sv = load16(sp);
-      __m512 ov = _mm512_setzero_ps();
-      if (OFF) {
-        const SC* op = static_cast<const SC*>(a.o) + ((b0 + i) * a.G + g) * 16;
-        _mm_prefetch(reinterpret_cast<const char*>(op + kScalePrefetch), _MM_HINT_T0);
-        ov = load16(op);
-      }
-      for (int j = 0; j < MB; ++j) {
-        tot[i][j] = _mm512_fmadd_ps(_mm512_add_ps(acc[0][i][j], acc[1][i][j]), sv, tot[i][j]);
-        if (OFF) tot[i][j] = _mm512_fmadd_ps(_mm512_set1_ps(a.xg[(m0 + j) * a.G + g]), ov, tot[i][j]);
-      }
-    }
+    __m512 sum[NB][MB];
+    for (int i = 0; i < NB; ++i)
+      for (int j = 0; j < MB; ++j) sum[i][j] = _mm512_add_ps(acc[0][i][j], acc[1][i][j]);
+    add_group<SC, NB, MB, OFF>(a, b0, g, m0, sum, tot);
   }
   for (int i = 0; i < NB; ++i)
     for (int j = 0; j < MB; ++j) _mm512_storeu_ps(a.y + (m0 + j) * a.N + (b0 + i) * 16, tot[i][j]);
@@ -307,21 +317,7 @@ inline void vn_tile(const VNArgs& a, int64_t b0, int64_t m0, __m512i perm, int64
         }
       }
     }
-    for (int i = 0; i < NB; ++i) {
-      const SC* sp = static_cast<const SC*>(a.s) + ((b0 + i) * a.G + g) * 16;
-      _mm_prefetch(reinterpret_cast<const char*>(sp + kScalePrefetch), _MM_HINT_T0);
-      const __m512 sv = load16(sp);
-      __m512 ov = _mm512_setzero_ps();
-      if (OFF) {
-        const SC* op = static_cast<const SC*>(a.o) + ((b0 + i) * a.G + g) * 16;
-        _mm_prefetch(reinterpret_cast<const char*>(op + kScalePrefetch), _MM_HINT_T0);
-        ov = load16(op);
-      }
-      for (int j = 0; j < MB; ++j) {
-        tot[i][j] = _mm512_fmadd_ps(facc[i][j], sv, tot[i][j]);
-        if (OFF) tot[i][j] = _mm512_fmadd_ps(_mm512_set1_ps(a.xg[(m0 + j) * a.G + g]), ov, tot[i][j]);
-      }
-    }
+    add_group<SC, NB, MB, OFF>(a, b0, g, m0, facc, tot);
   }
   for (int i = 0; i < NB; ++i)
     for (int j = 0; j < MB; ++j) _mm512_storeu_ps(a.y + (m0 + j) * a.N + (b0 + i) * 16, tot[i][j]);
