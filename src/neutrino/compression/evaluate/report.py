@@ -109,7 +109,9 @@ def render_plot(results: Sequence[EvalResult], on_front: dict[str, set[int]]) ->
         for x, y, r in zip(xs, ys, results, strict=True):
             ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{label} (lower is better)")
+        if min(ys) > 0 and max(ys) / min(ys) > 5:  # a few broken variants would squash the rest
+            ax.set_yscale("log")
+        ax.set_ylabel(f"{label} (lower is better{', log scale' if ax.get_yscale() == 'log' else ''})")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     buf = io.BytesIO()
