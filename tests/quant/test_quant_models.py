@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from neutrino import LLM, SamplingParams
 from neutrino.layers.linear import Linear
+from neutrino.layers.quant import blocked
 from neutrino.layers.quant.base import UnquantizedLinearMethod
 
 IDS = list(range(3, 43))
@@ -62,7 +63,10 @@ def test_bfloat16_engine(quant_pair, fmt: str) -> None:
     quant, dense = quant_pair(fmt)
     ours, ref_bf16, truth = logits(quant, torch.bfloat16), logits(dense, torch.bfloat16), logits(dense)
     assert float((ours - ref_bf16).abs().max()) <= 8e-2 * float(truth.abs().max())
-    assert float((ours - truth).abs().mean()) <= 1.5 * float((ref_bf16 - truth).abs().mean())
+    # These prompts are short enough for the integer (VNNI) path where the CPU has it, which also rounds
+    # the activations to int8 per 32-column block (blocked.py): the bound is that of tests/quant/test_quant_vnni.py.
+    bound = 2.5 if blocked.INTEGER_PATH_MAX_TOKENS >= len(IDS) else 1.5
+    assert float((ours - truth).abs().mean()) <= bound * float((ref_bf16 - truth).abs().mean())
 
 
 def test_quantized_lm_head(quant_pair) -> None:

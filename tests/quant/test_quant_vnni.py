@@ -84,7 +84,7 @@ def test_integer_path_is_exact_on_quantized_activations(bits, group, off) -> Non
     qb, sb, ob, w = operands(bits, group, off)
     gen = torch.Generator().manual_seed(1)
     block = 32 if group % 32 == 0 else 16
-    for m in (1, 2, 3, 4, 5, 12):
+    for m in (1, 2, 3, 4, 5, 12, 40, 64):
         x = torch.randn(m, K, generator=gen)
         x[0, :block] = 0  # an all-zero block: scale 1, no division by zero
         y = ops.lowbit_linear(x, bits, qb, sb, ob, group, False)
