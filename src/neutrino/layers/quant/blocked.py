@@ -99,7 +99,7 @@ class BlockedLowBitMethod(QuantizedLinearMethod):
         layer.ob = None if o is None else blocked(o).to(sdtype)
         self.ops, self.group, self.path = ops, group, "kernel"
         self.exact = exact_requested()  # float32 activations always take the exact path (apply_2d)
-        self.integer_path = ops.isa() == "avx512-vnni" and group % 16 == 0 and not self.exact
+        self.integer_path = ops.isa() == "avx512-vnni" and group % 16 == 0  # built with it, and a group it takes
         self.drop_checkpoint_tensors(layer)
 
     def apply_2d(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +107,7 @@ class BlockedLowBitMethod(QuantizedLinearMethod):
             return self.fallback_apply(layer, x)
         bits = 8 if self.fmt.bits == 8 else 4
         exact = self.exact or x.dtype == torch.float32
-        limit = self.max_kernel_tokens if exact or not self.integer_path else INTEGER_PATH_MAX_TOKENS
+        limit = INTEGER_PATH_MAX_TOKENS if self.integer_path and not exact else self.max_kernel_tokens
         if x.shape[0] <= limit:
             y = self.ops.lowbit_linear(x.contiguous(), bits, layer.qb, layer.sb, layer.ob, self.group, exact)
         else:
