@@ -1,9 +1,12 @@
 """Compression quality, speed and memory on SmolLM2-135M-Instruct.
 
-Quality: compress with each method, evaluate each on the `evaluate` package's perplexity protocol
-(lee_background, float32) against P0, the source itself, and report ratios and the share of RTN's gap to
-P0 that GPTQ / AWQ close. Each variant is compressed in a fresh subprocess, so its peak host memory is
-its own. Results are written after every variant; `--resume` skips the variants already in `--out`.
+Quality: compress with each method (calibration: lee_background, the default), evaluate each on the
+`evaluate` package's perplexity protocol (float32) against P0, the source itself, on two texts that
+calibration never reads: the Wikipedia excerpt (another corpus: the targets are judged on it) and the
+segments of lee_background that calibration leaves out (the same corpus). Report ratios and the share
+of RTN's gap to P0 that GPTQ / AWQ close, per text. Each variant is compressed in a fresh subprocess, so
+its peak host memory is its own. Results are written after every variant; `--resume` skips the
+variants already in `--out`.
 
 Speed and memory (`--speed`, or `--speed-only` for the checkpoints already listed in `--out`): the source
 in bf16 and every variant that the engine loads, each in a fresh subprocess with `--threads` threads
@@ -37,7 +40,7 @@ TARGETS = {  # variant -> (kind, bound, RTN variant for gap closure)
     "w4-awq": ("closes_min", 0.50, "w4-rtn"),
     "w3-gptq": ("closes_min", 0.80, "w3-rtn"),
     "w4-gptq-plain": ("closes_min", 0.60, "w4-rtn"),
-    "w3-gptq-plain": ("closes_min", 0.80, "w3-rtn"),
+    "w4-gptq-nosink": ("closes_min", 0.60, "w4-rtn"),
     "sp50-sparsegpt": ("ratio_max", 1.35, None),
     "sp50-wanda": ("ratio_max", 1.45, None),
     "2:4-sparsegpt": ("ratio_max", 2.2, None),
@@ -46,10 +49,11 @@ TARGETS = {  # variant -> (kind, bound, RTN variant for gap closure)
 
 def variants(group: int) -> dict[str, dict[str, Any]]:
     """Recipe (without calibration) of every variant; 4- and 3-bit use symmetric groups of `group`. GPTQ
-    runs with act-order and the MSE group-range search (`-plain`: the defaults, both off)."""
+    runs with its defaults (act-order, sink weight 64); `-nosink`: sink weight 1 (the reference tools'
+    settings); `-plain`: act-order off and sink weight 1 (the defaults before 2026-12-02)."""
     q = {"bits": 4, "group_size": group, "symmetric": True}
     q3 = {**q, "bits": 3}
-    best = {"act_order": True, "mse": True}
+    best: dict[str, Any] = {}
     return {
         "int8-rtn": {"quantize": {"method": "rtn", "bits": 8, "group_size": -1}},
         "w4-rtn": {"quantize": {"method": "rtn", **q}},
@@ -62,8 +66,8 @@ def variants(group: int) -> dict[str, dict[str, Any]]:
         "sp50-sparsegpt": {"prune": {"method": "sparsegpt", "sparsity": 0.5}},
         "2:4-sparsegpt": {"prune": {"method": "sparsegpt", "pattern": "2:4"}},
         "w8a8-smoothquant": {"quantize": {"method": "smoothquant"}},
-        "w4-gptq-plain": {"quantize": {"method": "gptq", **q}},
-        "w3-gptq-plain": {"quantize": {"method": "gptq", **q3}},
+        "w4-gptq-nosink": {"quantize": {"method": "gptq", **q, "sink_weight": 1.0}},
+        "w4-gptq-plain": {"quantize": {"method": "gptq", **q, "act_order": False, "sink_weight": 1.0}},
         # embeddings and (tied) lm_head quantized too (RTN), for the memory targets
         "int8-rtn-all": {"quantize": {"method": "rtn", "bits": 8, "group_size": -1}, "skip": []},
         "w4-rtn-all": {"quantize": {"method": "rtn", **q}, "skip": []},
@@ -96,15 +100,20 @@ def _compress_one(model: str | None, recipe: dict, out: str, reference: dict) ->
 
     start = time.perf_counter()
     result = compress(model, recipe, out, overwrite=True, reference=EvalResult.from_dict(reference),
-                      progress=False)
+                      eval_tasks=EVAL_TASKS, progress=False)
     a = result.assessment
-    return {"recipe": recipe, "ppl": a.result.ppl("lee"), "eval_mode": a.mode, "fallback_reason": a.reason,
+    return {"recipe": recipe, "ppl": {t: a.result.ppl(t) for t in TEXTS}, "eval_mode": a.mode,
+            "fallback_reason": a.reason,
             "sparsity": result.sparsity, "seconds": {**result.seconds, "wall": time.perf_counter() - start},
             "peak_rss_mib": result.peak_rss_bytes / 2**20,
             "compress_peak_rss_mib": _compress_peak_mib({"checkpoint": out, "peak_rss_mib": 0}), "disk_mib": a.result.footprint.disk_bytes / 2**20,
             "checkpoint": out}
 
 
+EVAL_TASKS = "ppl-wiki,ppl-lee"
+TEXTS = ("wiki", "lee")  # the first one judges the targets
+TEXT_NAMES = {"wiki": "Wikipedia excerpt (held-out corpus)",
+              "lee": "lee_background segments left out of calibration (same corpus)"}
 SPEED_TARGETS = {"int8": (1.5, 0.3), "int4": (2.0, 0.2)}  # decode vs bf16 at least, memory vs fp32 at most
 
 
@@ -182,19 +191,27 @@ def speed_table(data: dict[str, Any], source: Path, rounds: int, threads: int | 
     return {"fp32_bytes": fp32, "threads": threads, "rounds": rounds, "models": table}
 
 
-def summarize(results: dict[str, Any], p0: float) -> dict[str, Any]:
-    """Per-variant ratio to P0, gap closed versus RTN, and each quality target's verdict."""
+def _ppl(r: dict[str, Any]) -> dict[str, float]:
+    return r["ppl"] if isinstance(r["ppl"], dict) else {"lee": r["ppl"]}  # results before 2026-12-02: lee only
+
+
+def summarize(results: dict[str, Any], p0: dict[str, float]) -> dict[str, Any]:
+    """Per-variant and per-text ratio to P0 and gap closed versus RTN; each quality target's verdict on
+    the first text of TEXTS that was measured."""
     out = {}
     for name, r in results.items():
-        row = {"ppl": r["ppl"], "ratio": r["ppl"] / p0}
+        ppl = _ppl(r)
         kind, bound, rtn = TARGETS.get(name, (None, None, None))
+        row: dict[str, Any] = {"ppl": ppl, "ratio": {t: v / p0[t] for t, v in ppl.items() if v and p0.get(t)}}
         if rtn and rtn in results:
-            gap = results[rtn]["ppl"] - p0
-            row["gap_closed"] = (results[rtn]["ppl"] - r["ppl"]) / gap if gap > 0 else None
-        if kind:
-            value = row["ratio"] if kind == "ratio_max" else row.get("gap_closed")
+            base = _ppl(results[rtn])
+            row["gap_closed"] = {t: (base[t] - v) / (base[t] - p0[t]) for t, v in ppl.items()
+                                 if v and base.get(t) and base[t] > p0[t]}
+        judged = next((t for t in TEXTS if t in row["ratio"]), None)
+        if kind and judged:
+            value = row["ratio"][judged] if kind == "ratio_max" else row.get("gap_closed", {}).get(judged)
             ok = value is not None and (value <= bound if kind == "ratio_max" else value >= bound)
-            row["target"] = {"kind": kind, "bound": bound, "met": ok}
+            row["target"] = {"kind": kind, "bound": bound, "met": ok, "text": judged}
         out[name] = row
     return out
 
@@ -208,11 +225,12 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
     if ns.resume and ns.out and Path(ns.out).exists():
         data = json.loads(Path(ns.out).read_text())
     if "reference" not in data:
-        ref = evaluate_source(source, f"{source.name} (source)", progress=False)
+        ref = evaluate_source(source, f"{source.name} (source)", EVAL_TASKS, progress=False)
         data["reference"] = ref.to_dict()
-    p0 = data["reference"]["perplexity"]["lee"]["ppl"]
+    p0 = {t: v["ppl"] for t, v in data["reference"]["perplexity"].items()}
     calib = {"samples": ns.calib_samples, "seq_len": ns.calib_len}
-    data.update(p0=p0, group_size=ns.group_size, calibration=calib, protocol=data["reference"]["protocol"])
+    data.update(p0=p0, texts={t: TEXT_NAMES[t] for t in p0}, group_size=ns.group_size, calibration=calib,
+                protocol=data["reference"]["protocol"])
     results = data.setdefault("variants", {})
     work = Path(ns.work_dir or tempfile.mkdtemp(prefix="neutrino-compression-bench-"))
     for name, recipe in variants(ns.group_size).items():
@@ -224,8 +242,7 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
             results[name] = pool.submit(_compress_one, ns.model, recipe, out, data["reference"]).result()
         data["summary"] = summarize(results, p0)
         _write(data, ns.out)
-        print(f"{name}: ppl {results[name]['ppl']:.4f} ({results[name]['ppl'] / p0:.4f}x P0 {p0:.4f})",
-              file=sys.stderr, flush=True)
+        print(f"{name}: ppl {results[name]['ppl']} (P0 {p0})", file=sys.stderr, flush=True)
     data["summary"] = summarize(results, p0)
     if ns.speed or ns.speed_only:
         data["speed"] = speed_table(data, source, ns.rounds, ns.threads, ns.only)
@@ -233,9 +250,9 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
-QUALITY_ROWS = ["int8-rtn", "int8-rtn-all", "w8a8-smoothquant", "w4-rtn", "w4-rtn-all", "w4-gptq", "w4-gptq-all", "w4-gptq-plain",
-                "w4-awq", "w3-rtn",
-                "w3-gptq", "w3-gptq-plain", "sp50-magnitude", "sp50-wanda", "sp50-sparsegpt", "2:4-sparsegpt"]
+QUALITY_ROWS = ["int8-rtn", "int8-rtn-all", "w8a8-smoothquant", "w4-rtn", "w4-rtn-all", "w4-gptq", "w4-gptq-all",
+                "w4-gptq-nosink", "w4-gptq-plain", "w4-awq", "w3-rtn", "w3-gptq", "sp50-magnitude", "sp50-wanda",
+                "sp50-sparsegpt", "2:4-sparsegpt"]
 
 
 def _compress_peak_mib(v: dict[str, Any]) -> float:
@@ -251,19 +268,25 @@ def _compress_peak_mib(v: dict[str, Any]) -> float:
 
 def markdown(data: dict[str, Any]) -> str:
     """The quality table (and the speed/memory table when measured) as Markdown, for RESULTS.md."""
-    p0 = data["p0"]
-    lines = [f"| variant | ppl lee | x P0 ({p0:.2f}) | RTN gap closed | target | compress time | peak RSS (compress) |",
-             "|---|---|---|---|---|---|---|"]
+    p0 = data["p0"] if isinstance(data["p0"], dict) else {"lee": data["p0"]}
+    texts = [t for t in TEXTS if t in p0]
+    head = " | ".join(f"ppl {t} (P0 {p0[t]:.2f}) | x P0 | RTN gap closed" for t in texts)
+    lines = [f"| variant | {head} | target | compress time | peak RSS (compress) |",
+             "|---|" + "---|---|---|" * len(texts) + "---|---|---|"]
     summary, variants_ = data["summary"], data["variants"]
     for name in [n for n in QUALITY_ROWS if n in summary] + [n for n in summary if n not in QUALITY_ROWS]:
         row, v = summary[name], variants_[name]
-        gap = f"{row['gap_closed']:.0%}" if row.get("gap_closed") is not None else ""
+        cells = []
+        for t in texts:
+            ppl, ratio, gap = row["ppl"].get(t), row["ratio"].get(t), row.get("gap_closed", {}).get(t)
+            cells.append(f"{ppl:.2f} | {ratio:.3f}" if ppl else " | ")
+            cells.append(f"{gap:.0%}" if gap is not None else "")
         target = ""
         if "target" in row:
             t = row["target"]
             bound = f"<= {t['bound']}x" if t["kind"] == "ratio_max" else f">= {t['bound']:.0%} closed"
-            target = f"{bound}: {'met' if t['met'] else '**not met**'}"
-        lines.append(f"| {name} | {row['ppl']:.2f} | {row['ratio']:.3f} | {gap} | {target} | "
+            target = f"{bound} ({t['text']}): {'met' if t['met'] else '**not met**'}"
+        lines.append(f"| {name} | {' | '.join(cells)} | {target} | "
                      f"{v['seconds']['compress']:.0f} s | {_compress_peak_mib(v):.0f} MiB |")
     speed = data.get("speed")
     if speed:

@@ -111,8 +111,13 @@ def test_evaluation_report(source, tmp_path) -> None:
                       progress=False)
     a = result.assessment
     assert a.result.model == str(out) and a.result.ppl("lee") > 1 and a.reference.ppl("lee") > 1
+    assert a.result.ppl("wiki") > 1 and a.reference.ppl("wiki") > 1  # by default also a corpus never calibrated on
+    assert a.result.held_out == {"wiki": "held-out corpus", "lee": "held-out segments"}
+    assert a.reference.held_out == {"wiki": "no calibration", "lee": "no calibration"}
     report = (out / "report.md").read_text()
     assert f"evaluated with: **{a.mode}**" in report and (out / "results.json").exists()
+    assert "perplexity on the Wikipedia excerpt:" in report and "[held-out corpus]" in report
+    assert "`awq`: lee: held-out segments; wiki: held-out corpus" in report
 
 
 def test_quantized_lm_head_unties_the_embeddings(tiny_checkpoint, tmp_path) -> None:

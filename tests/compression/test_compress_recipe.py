@@ -78,6 +78,7 @@ def test_yaml_round_trip(tmp_path) -> None:
 
 def _ns(**kw) -> argparse.Namespace:
     base = dict(recipe=None, method=None, bits=None, group_size=None, asym=None, damp=None, act_order=None, mse=None,
+                sink_weight=None,
                 alpha=None, skip=None, prune=None, sparsity=None, pattern=None, calib_file=None,
                 calib_samples=None, calib_len=None)
     return argparse.Namespace(**{**base, **kw})

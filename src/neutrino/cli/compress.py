@@ -12,7 +12,7 @@ from typing import Any
 from neutrino.errors import InvalidParameterError
 
 _QUANT_FLAGS = {"bits": "bits", "group_size": "group_size", "asym": "symmetric", "damp": "damp",
-                "act_order": "act_order", "mse": "mse", "alpha": "alpha"}
+                "act_order": "act_order", "mse": "mse", "sink_weight": "sink_weight", "alpha": "alpha"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,9 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input weights per scale; -1 = per output channel (default: -1 at 8 bits, else 128, or 64 or 32 when 128 does not divide every layer)")
     q.add_argument("--asym", action="store_true", default=None, help="asymmetric (zero points)")
     q.add_argument("--damp", type=float, default=None, help="gptq/sparsegpt Hessian damping (default 0.01)")
-    q.add_argument("--act-order", action="store_true", default=None, help="gptq: act-order column order")
-    q.add_argument("--mse", action="store_true", default=None,
-                   help="gptq: search each group's clipping range (MSE) instead of min/max")
+    q.add_argument("--act-order", action=argparse.BooleanOptionalAction, default=None,
+                   help="gptq: quantize columns by decreasing Hessian diagonal, group ranges fixed up front "
+                        "(default on; --no-act-order: in column order, each group's range from the updated weights)")
+    q.add_argument("--mse", action=argparse.BooleanOptionalAction, default=None,
+                   help="gptq: search each group's clipping range (MSE) instead of min/max (default off)")
+    q.add_argument("--sink-weight", type=float, default=None,
+                   help="gptq: Hessian weight of each calibration sample's first token, the attention sink "
+                        "(default 64; 1 = plain GPTQ)")
     q.add_argument("--alpha", type=float, default=None, help="smoothquant migration strength (default 0.5)")
     q.add_argument("--skip", nargs="*", default=None, metavar="NAME",
                    help="modules left dense (default: lm_head model.embed_tokens); no NAME = skip none (both are then "
@@ -48,7 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--calib-len", type=int, default=None, help="tokens per sample (default 512)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation against the source")
-    p.add_argument("--eval-tasks", default="ppl-lee", help="evaluation tasks (see `neutrino eval`)")
+    p.add_argument("--eval-tasks", default=None,
+                   help="evaluation tasks (see `neutrino eval`; default ppl-wiki,ppl-lee: the Wikipedia excerpt, "
+                        "which the default calibration never reads, and the lee_background segments it leaves out)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_compress)
 
@@ -94,10 +101,10 @@ def run_compress(ns: argparse.Namespace) -> int:
     if result.sparsity is not None:
         lines.append(f"sparsity: {result.sparsity:.4f}")
     a = result.assessment
-    if a is not None and a.result.ppl("lee") and a.reference.ppl("lee"):
-        ppl, ref = a.result.ppl("lee"), a.reference.ppl("lee")
-        lines.append(f"perplexity (lee_background): {ppl:.4f} vs {ref:.4f} for the source ({ppl / ref:.4f}x); "
-                     f"evaluated with the {a.mode}")
+    if a is not None:
+        from neutrino.compression.assess import perplexity_lines
+
+        lines += [f"{line}; evaluated with the {a.mode}" for line in perplexity_lines(a.reference, a.result)]
     lines.append(f"time: {sum(result.seconds.values()):.0f} s, peak host memory {result.peak_rss_bytes / 2**20:.0f} MiB")
     print("\n".join(lines), file=sys.stdout)
     return 0

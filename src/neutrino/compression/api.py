@@ -55,7 +55,7 @@ def compress(model: str | os.PathLike[str] | None, recipe: Recipe | dict | str |
              progress: bool = True) -> CompressResult:
     """Compress `model` (an HF directory, or None/"default" for the embedded SmolLM2) with `recipe` (a
     Recipe, a dict in the YAML form, or a YAML path) into the new directory `out`. The result is
-    evaluated against the source with `eval_tasks` (default ppl-lee) under `eval_limits` (an
+    evaluated against the source with `eval_tasks` (default ppl-wiki,ppl-lee) under `eval_limits` (an
     `evaluate.EvalLimits`; None: the protocol's defaults); `reference` reuses an earlier EvalResult
     of the source."""
     recipe = _as_recipe(recipe)
@@ -241,7 +241,8 @@ def _configs(recipe: Recipe, state: CompressionState, calib: CalibrationData | N
     if calib is not None:
         extra["calibration"] = calib.describe()
     if q.method == "gptq":
-        extra.update(damp=q.damp, act_order=q.act_order, block_size=q.block_size, mse=q.mse)
+        extra.update(damp=q.damp, act_order=q.act_order, block_size=q.block_size, mse=q.mse,
+                     sink_weight=q.sink_weight)
     elif q.method == "smoothquant":
         extra["alpha"] = q.alpha
     qc = QuantConfig(bits=q.bits, group_size=q.group_size, symmetric=q.symmetric,

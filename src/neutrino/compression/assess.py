@@ -22,7 +22,7 @@ from neutrino.compression.export import dequantize_checkpoint
 from neutrino.errors import NeutrinoError
 
 logger = logging.getLogger(__name__)
-DEFAULT_EVAL_TASKS = "ppl-lee"
+DEFAULT_EVAL_TASKS = "ppl-wiki,ppl-lee"  # wiki: a corpus the default calibration never reads
 ENGINE, FAKE_QUANT_FALLBACK = "engine", "fake-quant dense fallback"
 Q4_1_NOTE = (
     "The source SmolLM2-135M-Instruct weights are themselves dequantized from the packaged Q4_1 GGUF "
@@ -70,6 +70,21 @@ def evaluate_checkpoint(path: Path, name: str, tasks: str, progress: bool, limit
     return result, FAKE_QUANT_FALLBACK, reason
 
 
+TEXT_NAMES = {"wiki": "the Wikipedia excerpt", "lee": "lee_background"}
+
+
+def perplexity_lines(reference: Any, result: Any) -> list[str]:
+    """One line per perplexity text: the figure against the source's, and whether calibration saw it."""
+    lines = []
+    for text in ("wiki", "lee"):
+        ref_ppl, ppl = reference.ppl(text), result.ppl(text)
+        if ref_ppl and ppl:
+            label = result.held_out.get(text)
+            lines.append(f"perplexity on {TEXT_NAMES[text]}: {ppl:.4f} vs {ref_ppl:.4f} for the source "
+                         f"({ppl / ref_ppl:.4f}x)" + (f" [{label}]" if label else ""))
+    return lines
+
+
 def evaluate_source(source: Path, name: str, tasks: str = DEFAULT_EVAL_TASKS, progress: bool = True,
                     limits: Any = None) -> Any:
     """EvalResult of the uncompressed source (float32), the reference of the report."""
@@ -95,10 +110,7 @@ def assess(source: Path, out: Path, name: str, tasks: str = DEFAULT_EVAL_TASKS, 
         lines.append(f"- why the fallback: the engine could not load the checkpoint ({reason}); the codes were "
                      "dequantized into a dense float32 checkpoint and that was evaluated (weights identical "
                      "to the quantized model's; W8A8 activation quantization not simulated)")
-    ref_ppl, ppl = reference.ppl("lee"), result.ppl("lee")
-    if ref_ppl and ppl:
-        lines.append(f"- perplexity on lee_background: {ppl:.4f} vs {ref_ppl:.4f} for the source "
-                     f"({ppl / ref_ppl:.4f}x)")
+    lines += [f"- {line}" for line in perplexity_lines(reference, result)]
     lines += [f"- {note}" for note in notes or []]
     with open(out / REPORT_FILE, "a", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

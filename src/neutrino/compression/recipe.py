@@ -6,7 +6,8 @@ except the methods; unknown keys are errors):
 
 ```yaml
 prune:       {method: sparsegpt, sparsity: 0.5, pattern: null, damp: 0.01, block_size: 128}
-quantize:    {method: gptq, bits: 4, group_size: 128, symmetric: true, damp: 0.01, act_order: false}
+quantize:    {method: gptq, bits: 4, group_size: 128, symmetric: true, damp: 0.01, act_order: true,
+              sink_weight: 64}
 calibration: {file: null, samples: 128, seq_len: 512}
 skip: [lm_head, model.embed_tokens]
 ```
@@ -44,9 +45,10 @@ class QuantizeRecipe:
     group_size: int | None = None  # None: -1 (per channel) at 8 bits, else 128 (64 or 32 if 128 does not fit)
     symmetric: bool = True
     damp: float = 0.01  # gptq: fraction of mean(diag(H)) added to the Hessian's diagonal
-    act_order: bool = False  # gptq: columns by decreasing Hessian diagonal (groups fixed up front)
+    act_order: bool = True  # gptq: columns by decreasing Hessian diagonal (groups fixed up front)
     block_size: int = 128  # gptq: lazy-batch block of columns
     mse: bool = False  # gptq: search each group's clipping range instead of using its min and max
+    sink_weight: float = 64.0  # gptq: Hessian weight of each calibration sample's first token (1 = plain)
     alpha: float = 0.5  # smoothquant: migration strength
     grid: int = 20  # awq: number of scale exponents tried in [0, 1)
     clip: bool = True  # awq: also search a per-group clipping ratio
@@ -74,6 +76,7 @@ class QuantizeRecipe:
                                         f"symmetric {r.symmetric}")
         _number("quantize.damp", self.damp, 0.0, 1.0, low_open=True)
         _number("quantize.alpha", self.alpha, 0.0, 1.0)
+        _number("quantize.sink_weight", self.sink_weight, 1.0, 1e6)
         _integer("quantize.block_size", self.block_size, 1)
         _integer("quantize.grid", self.grid, 1)
         _integer("quantize.max_rows", self.max_rows, 16)

@@ -63,7 +63,8 @@ class LayerCompressor:
         q = self.quant.method if self.quant else None
         p = self.recipe.prune.method if self.recipe.prune else None
         rows = self.quant.max_rows if q == "awq" and self.quant else 0
-        return StatsSpec(hessian=q == "gptq" or p == "sparsegpt", max_rows=rows)
+        sink = self.quant.sink_weight if q == "gptq" and self.quant else 1.0
+        return StatsSpec(hessian=q == "gptq" or p == "sparsegpt", max_rows=rows, sink_weight=sink)
 
     @property
     def sequential(self) -> bool:

@@ -1,6 +1,12 @@
 """Running statistics of a linear layer's inputs over the calibration tokens, accumulated chunk by chunk
 so that no layer's full activations are kept: token count, per-channel sum of squares, sum of |x| and
-max |x|, optionally the Hessian 2/n X^T X and an evenly spaced subsample of rows."""
+max |x|, optionally the Hessian 2/n X^T X and an evenly spaced subsample of rows.
+
+The Hessian may count the first token of every calibration sample `sink_weight` times. That token is
+the model's attention sink: every later token attends to it, so an error in its keys and values (and
+in the massive activations the model builds on it, 500x the median token's norm in SmolLM2's layer 11)
+reaches every position, while the plain Hessian gives it 1/seq_len of the weight. With the weight 1
+the statistics are the plain GPTQ / SparseGPT ones."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ class StatsSpec:
 
     hessian: bool = False
     max_rows: int = 0
+    sink_weight: float = 1.0  # Hessian weight of each sample's first token (inputs [samples, seq, K])
 
 
 class InputStats:
@@ -28,12 +35,17 @@ class InputStats:
         self.abs_sum = torch.zeros(k, dtype=torch.float64)
         self.abs_max = torch.zeros(k)
         self._xtx = torch.zeros(k, k) if spec.hessian else None
+        self._weight = 0.0  # the Hessian's total token weight
         self._stride = max(1, -(-total_tokens // spec.max_rows)) if spec.max_rows else 0
         self._rows: list[torch.Tensor] = []
 
     @torch.no_grad()
     def add(self, x: torch.Tensor) -> None:
-        """Accumulate a chunk of inputs [..., K]."""
+        """Accumulate a chunk of inputs [samples, seq, K] (or [T, K]: no first tokens to weight)."""
+        if self._xtx is not None and x.dim() == 3 and self.spec.sink_weight != 1.0:
+            first = x[:, 0].detach().float()  # [samples, K]
+            self._xtx.addmm_(first.T, first, alpha=self.spec.sink_weight - 1.0)
+            self._weight += (self.spec.sink_weight - 1.0) * first.shape[0]
         x = x.detach().reshape(-1, x.shape[-1]).float()  # [T, K]
         if self._stride:
             first = (-self.tokens) % self._stride
@@ -44,13 +56,14 @@ class InputStats:
         self.abs_max = torch.maximum(self.abs_max, x.abs().amax(0))
         if self._xtx is not None:
             self._xtx.addmm_(x.T, x)
+            self._weight += x.shape[0]
 
     @property
     def hessian(self) -> torch.Tensor:
-        """2/n X^T X [K, K] (float32)."""
+        """2/n X^T X [K, K] (float32; n and X^T X count each first token `sink_weight` times)."""
         if self._xtx is None:
             raise RuntimeError("the Hessian was not collected")
-        return self._xtx * (2.0 / max(self.tokens, 1))
+        return self._xtx * (2.0 / max(self._weight, 1.0))
 
     @property
     def mean_abs(self) -> torch.Tensor:

@@ -14,6 +14,7 @@ from typing import Any
 from neutrino.compression.evaluate import datasets
 from neutrino.compression.evaluate.accuracy import zero_shot_accuracy
 from neutrino.compression.evaluate.footprint import footprint
+from neutrino.compression.evaluate.held_out import calibration_of, held_out_labels
 from neutrino.compression.evaluate.perplexity import check_window, perplexity, text_token_ids
 from neutrino.compression.evaluate.protocol import (
     DEFAULT_DECODE_LEN,
@@ -99,6 +100,8 @@ def evaluate_model(
         protocol=_protocol(limits), meta=_meta(),
     )
     result.timings_s["load"] = time.perf_counter() - start
+    texts = [PPL_TASKS[t] for t in task_list if t in PPL_TASKS]
+    result.held_out = held_out_labels(calibration_of(engine.resolved.path), texts)
     for task in task_list:
         t0 = time.perf_counter()
         _run_task(task, llm, limits, result, progress)

@@ -27,12 +27,12 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def quality_metric(results: Sequence[EvalResult]) -> tuple[str, Callable[[EvalResult], float | None]]:
-    """The y axis (lower is better): perplexity on lee_background if every result has it, else on the
-    Wikipedia text, else the polarity error rate."""
-    if all(r.ppl("lee") is not None for r in results):
-        return "perplexity (lee_background)", lambda r: r.ppl("lee")
+    """The y axis (lower is better): perplexity on the Wikipedia text (a corpus the default calibration
+    never reads) if every result has it, else on lee_background, else the polarity error rate."""
     if all(r.ppl("wiki") is not None for r in results):
         return "perplexity (Wikipedia)", lambda r: r.ppl("wiki")
+    if all(r.ppl("lee") is not None for r in results):
+        return "perplexity (lee_background)", lambda r: r.ppl("lee")
     if all(r.polarity is not None for r in results):
         return "polarity error rate", lambda r: None if r.polarity is None else 1.0 - r.polarity.accuracy
     raise InvalidParameterError("results", "no quality measure (perplexity or polarity) common to all results")
@@ -67,20 +67,25 @@ def render_markdown(results: Sequence[EvalResult], on_front: dict[str, set[int]]
         "# Evaluation report", "",
         f"{len(results)} variant(s); reference (first row): `{ref.name}`. Pareto front: lowest {label} for "
         "its memory size (`size`) or its decode speed (`speed`).", "",
-        "| model | dtype | disk MiB | memory MiB | ppl lee | ppl wiki | ppl lee vs ref | polarity acc "
-        "| prefill tok/s | decode tok/s | eval s | Pareto |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | dtype | disk MiB | memory MiB | ppl lee | ppl wiki | ppl lee vs ref | ppl wiki vs ref "
+        "| polarity acc | prefill tok/s | decode tok/s | eval s | Pareto |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(results):
         pareto = ", ".join(k for k in ("size", "speed") if i in on_front.get(k, set()))
         acc = None if r.polarity is None else r.polarity.accuracy
         cells = [f"`{r.name}`", r.dtype, _fmt(r.footprint.disk_bytes / _MIB, 1),
                  _fmt(r.footprint.memory_bytes / _MIB, 1), _fmt(r.ppl("lee"), 3), _fmt(r.ppl("wiki"), 3),
-                 _ratio(r.ppl("lee"), ref.ppl("lee")), _fmt(acc, 3),
+                 _ratio(r.ppl("lee"), ref.ppl("lee")), _ratio(r.ppl("wiki"), ref.ppl("wiki")), _fmt(acc, 3),
                  _fmt(r.speed.prefill_tok_s if r.speed else None, 0), _fmt(r.speed.decode_tok_s if r.speed else None, 1),
                  _fmt(r.timings_s.get("total"), 0), pareto]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"![quality vs size and speed]({PLOT_FILE})", "", "## Protocol", ""]
+    lines += ["", f"![quality vs size and speed]({PLOT_FILE})", "", "## Held out from calibration?", ""]
+    lines += [f"- `{r.name}`: " + "; ".join(f"{t}: {label}" for t, label in r.held_out.items())
+              for r in results if r.held_out]
+    lines += ["", "(`held-out corpus`: calibration never read the text; `held-out segments`: the same corpus, the "
+              "scored segments left out of calibration; see `neutrino.compression.evaluate.held_out`.)", "",
+              "## Protocol", ""]
     lines += [f"- `{k}`: {v!r}" for k, v in ref.protocol.items()]
     lines += ["", "## Runs", ""]
     lines += [f"- `{r.name}`: {r.model} ({r.device}); {r.meta.get('date', '?')}, {r.meta.get('machine', '?')}, "

@@ -33,6 +33,7 @@ class EvalResult:
     protocol: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)  # per task, plus "load" and "total"
     meta: dict[str, str] = field(default_factory=dict)  # date, versions, machine
+    held_out: dict[str, str] = field(default_factory=dict)  # per perplexity text: see evaluate.held_out
 
     def ppl(self, text: str) -> float | None:
         """Perplexity on `text` ("lee" or "wiki"), or None if not measured."""
