@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     source = resolve_model(None).path
     data: dict[str, Any] = json.loads(Path(ns.out).read_text()) if ns.out and Path(ns.out).exists() else {}
     version = subprocess.run([ns.llmc_python, "-c", "import llmcompressor; print(llmcompressor.__version__)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     data.update(reference=f"llmcompressor {version}", neutrino=importlib.metadata.version("neutrino-llm"),
                 calibration={"samples": ns.calib_samples, "seq_len": ns.calib_len, "source": "lee_background"})
     with tempfile.TemporaryDirectory(prefix="neutrino-gptq-ref-") as tmp:

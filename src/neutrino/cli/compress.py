@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="gptq: quantize columns by decreasing Hessian diagonal, group ranges fixed up front "
                         "(default on; --no-act-order: in column order, each group's range from the updated weights)")
     q.add_argument("--mse", action=argparse.BooleanOptionalAction, default=None,
-                   help="gptq: search each group's clipping range (MSE) instead of min/max (default off)")
+                   help="gptq: search each group's clipping range (MSE) instead of min/max (default on)")
     q.add_argument("--sink-weight", type=float, default=None,
                    help="gptq: Hessian weight of each calibration sample's first token, the attention sink "
                         "(default 64; 1 = plain GPTQ)")

@@ -47,7 +47,7 @@ class QuantizeRecipe:
     damp: float = 0.01  # gptq: fraction of mean(diag(H)) added to the Hessian's diagonal
     act_order: bool = True  # gptq: columns by decreasing Hessian diagonal (groups fixed up front)
     block_size: int = 128  # gptq: lazy-batch block of columns
-    mse: bool = False  # gptq: search each group's clipping range instead of using its min and max
+    mse: bool = True  # gptq: search each group's clipping range instead of using its min and max
     sink_weight: float = 64.0  # gptq: Hessian weight of each calibration sample's first token (1 = plain)
     alpha: float = 0.5  # smoothquant: migration strength
     grid: int = 20  # awq: number of scale exponents tried in [0, 1)
