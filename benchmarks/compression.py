@@ -273,7 +273,7 @@ def markdown(data: dict[str, Any]) -> str:
     head = " | ".join(f"ppl {t} (P0 {p0[t]:.2f}) | x P0 | RTN gap closed" for t in texts)
     lines = [f"| variant | {head} | target | compress time | peak RSS (compress) |",
              "|---|" + "---|---|---|" * len(texts) + "---|---|---|"]
-    summary, variants_ = data["summary"], data["variants"]
+    summary, variants_ = summarize(data["variants"], p0), data["variants"]  # old files: floats in summary
     for name in [n for n in QUALITY_ROWS if n in summary] + [n for n in summary if n not in QUALITY_ROWS]:
         row, v = summary[name], variants_[name]
         cells = []
