@@ -19,6 +19,7 @@ import torch
 from neutrino.errors import ConfigError
 
 DEFAULT_CALIB_NAME = "lee_background.cor"
+DEFAULT_CALIB_SOURCE = f"gensim:{DEFAULT_CALIB_NAME}"  # the source recorded in recipe.yaml
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def read_calibration_text(file: str | os.PathLike[str] | None) -> tuple[str, str
     if file is None:
         from neutrino.compression.evaluate.datasets import lee_text
 
-        return lee_text(), f"gensim:{DEFAULT_CALIB_NAME}", True
+        return lee_text(), DEFAULT_CALIB_SOURCE, True
     path = Path(file).expanduser()
     try:
         text = path.read_text(encoding="utf-8")

@@ -7,7 +7,7 @@ except the methods; unknown keys are errors):
 ```yaml
 prune:       {method: sparsegpt, sparsity: 0.5, pattern: null, damp: 0.01, block_size: 128}
 quantize:    {method: gptq, bits: 4, group_size: 128, symmetric: true, damp: 0.01, act_order: true,
-              sink_weight: 64}
+              mse: true, sink_weight: 64}
 calibration: {file: null, samples: 128, seq_len: 512}
 skip: [lm_head, model.embed_tokens]
 ```

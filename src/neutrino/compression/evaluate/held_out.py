@@ -19,9 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from neutrino.compression.calibration import DEFAULT_CALIB_SOURCE
+
 HELD_OUT_CORPUS, HELD_OUT_SEGMENTS, NOT_HELD_OUT = "held-out corpus", "held-out segments", "NOT held out"
 NOT_CHECKED, NO_CALIBRATION = "not checked", "no calibration"
-DEFAULT_SOURCE = "gensim:lee_background.cor"
 
 
 def calibration_of(checkpoint: str | Path) -> dict[str, Any] | None:
@@ -42,7 +43,7 @@ def held_out_labels(calibration: dict[str, Any] | None, texts: list[str]) -> dic
     """Label of each perplexity text ("lee", "wiki") for a checkpoint calibrated on `calibration`."""
     if calibration is None:
         return {t: NO_CALIBRATION for t in texts}
-    if calibration.get("source") != DEFAULT_SOURCE:
+    if calibration.get("source") != DEFAULT_CALIB_SOURCE:
         return {t: NOT_CHECKED for t in texts}
     lee = HELD_OUT_SEGMENTS if calibration.get("excluded_eval_ranges") else NOT_HELD_OUT
     return {t: lee if t == "lee" else HELD_OUT_CORPUS for t in texts}
