@@ -125,3 +125,48 @@ def test_bad_sink_weight_is_named() -> None:
     for bad in (0.5, "many", True):
         with pytest.raises(InvalidParameterError, match="quantize.sink_weight"):
             Recipe(quantize=QuantizeRecipe("gptq", sink_weight=bad)).validate()  # type: ignore[arg-type]
+
+
+def test_cross_term_matches_its_definition() -> None:
+    """X^T X_ref with the sink weight, against the definition in float64; absent without `cross`."""
+    x = _inputs(4, 16, 8, seed=1)
+    x_ref = x + 0.1 * _inputs(4, 16, 8, seed=2, sink=1.0)
+    stats = InputStats(8, StatsSpec(hessian=True, sink_weight=5.0, cross=True), 64)
+    stats.add(x[:2], x_ref[:2])
+    stats.add(x[2:], x_ref[2:])
+    rows, ref_rows = x.double().reshape(-1, 8), x_ref.double().reshape(-1, 8)
+    weighted = torch.cat([rows] + [x[:, 0].double()] * 4), torch.cat([ref_rows] + [x_ref[:, 0].double()] * 4)
+    want = 2.0 * weighted[0].T @ weighted[1] / weighted[0].shape[0]
+    assert torch.allclose(stats.cross_hessian.double(), want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="x_ref"):
+        stats.add(x)
+    plain = InputStats(8, StatsSpec(hessian=True), 64)
+    with pytest.raises(RuntimeError, match="cross term"):
+        _ = plain.cross_hessian
+
+
+def test_fp_target_fits_the_uncompressed_outputs() -> None:
+    """When a linear's inputs carry earlier layers' error (X = X_ref + E), quantizing the output target
+    W' (GPTAQ) leaves the outputs closer to the uncompressed X_ref W^T on held-out pairs than GPTQ on W;
+    with X = X_ref the target is W itself."""
+    from neutrino.compression.hessian import output_target
+
+    grid = QuantGrid(4, 16, True)
+    k = 64
+    w = torch.randn(48, k, generator=torch.Generator().manual_seed(3))
+    drift = torch.eye(k) + 0.15 * torch.randn(k, k, generator=torch.Generator().manual_seed(9)) / k**0.5
+
+    def pair(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ref = _inputs(16, 64, k, seed=seed, sink=1.0).reshape(-1, k)
+        return ref @ drift, ref  # the compressed model's inputs are a distorted copy of the reference's
+
+    (x, x_ref), (hx, hx_ref) = pair(4), pair(5)
+    h, c = 2.0 * x.T @ x / x.shape[0], 2.0 * x.T @ x_ref / x.shape[0]
+    assert torch.equal(output_target(w, h, h, 0.01), w)
+    plain = gptq_quantize(w, h, grid, act_order=True).dequantize()
+    fitted = gptq_quantize(output_target(w, h, c, 0.01), h, grid, act_order=True).dequantize()
+
+    def error(q: torch.Tensor) -> float:
+        return float((hx @ q.T - hx_ref @ w.T).pow(2).sum())
+
+    assert error(fitted) < 0.7 * error(plain)

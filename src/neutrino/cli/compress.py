@@ -12,7 +12,8 @@ from typing import Any
 from neutrino.errors import InvalidParameterError
 
 _QUANT_FLAGS = {"bits": "bits", "group_size": "group_size", "asym": "symmetric", "damp": "damp",
-                "act_order": "act_order", "mse": "mse", "sink_weight": "sink_weight", "alpha": "alpha"}
+                "act_order": "act_order", "mse": "mse", "sink_weight": "sink_weight",
+                "fp_target": "fp_target", "alpha": "alpha"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--sink-weight", type=float, default=None,
                    help="gptq: Hessian weight of each calibration sample's first token, the attention sink "
                         "(default 64; 1 = plain GPTQ)")
+    q.add_argument("--fp-target", action=argparse.BooleanOptionalAction, default=None,
+                   help="gptq: fit the uncompressed model's layer outputs, not those of the model compressed "
+                        "so far (GPTAQ; about twice the calibration passes; default off)")
     q.add_argument("--alpha", type=float, default=None, help="smoothquant migration strength (default 0.5)")
     q.add_argument("--skip", nargs="*", default=None, metavar="NAME",
                    help="modules left dense (default: lm_head model.embed_tokens); no NAME = skip none (both are then "
@@ -66,7 +70,8 @@ def recipe_from_args(ns: argparse.Namespace) -> Any:
 
     recipe = Recipe.from_yaml(ns.recipe) if ns.recipe else Recipe()
     quant = recipe.quantize
-    q_over = {field: getattr(ns, flag) for flag, field in _QUANT_FLAGS.items() if getattr(ns, flag) is not None}
+    q_over = {field: getattr(ns, flag) for flag, field in _QUANT_FLAGS.items()
+              if getattr(ns, flag, None) is not None}
     if "symmetric" in q_over:
         q_over["symmetric"] = not q_over["symmetric"]
     if ns.method is not None:

@@ -36,3 +36,16 @@ def inverse_cholesky_upper(H: torch.Tensor, damp: float) -> torch.Tensor:
                 return U
     raise ConfigError(f"the calibration Hessian ({k}x{k}) is not positive definite even with damping "
                       f"{damp * 10 ** (_MAX_DAMP_TRIES - 1)}; use more calibration samples")
+
+
+def output_target(w: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor, damp: float) -> torch.Tensor:
+    """The weight W' [N, K] whose outputs on this model's inputs X best fit the uncompressed model's
+    outputs X_ref W^T: least squares, held towards W by the ridge `damp` (as in `inverse_cholesky_upper`):
+    W'^T = (H + l I)^-1 (C W^T + l W^T) with H = X^T X, C = X^T X_ref, so W' = W when X = X_ref.
+    Quantizing W' with H minimises ||X Q^T - X_ref W^T||^2 (up to the ridge), since that error is
+    ||X (Q - W')^T||^2 plus a part no Q changes (GPTAQ's asymmetric calibration, Li et al., 2025)."""
+    H = hessian.double()
+    lam = damp * float(torch.diag(H).mean().clamp(min=1e-12))
+    wt = w.detach().double().T  # [K, N]
+    eye = torch.eye(H.shape[0], dtype=H.dtype)
+    return torch.linalg.solve(H + lam * eye, cross.double() @ wt + lam * wt).T.to(w.dtype).contiguous()

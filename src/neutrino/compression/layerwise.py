@@ -8,15 +8,19 @@ batch is embedded and the decoder layers are run one at a time:
    that already pass through the layer's compressed earlier groups (the pass stops at the group);
    AWQ and SmoothQuant take the statistics of all groups from one pass, as their scales are folded
    into earlier linears (v_proj, up_proj) before anything is quantized;
+2. with `StatsSpec.cross` (GPTQ's `fp_target`) an uncompressed copy of the layer runs beside it on the
+   uncompressed model's hidden states, chunk by chunk, and each group's statistics also get X^T X_ref,
+   its inputs against the inputs the same linear reads in the uncompressed model;
 3. the compressed layer runs again, and its outputs become the next layer's inputs, so every layer is
    calibrated on activations that already carry the earlier layers' compression error.
 
 Host memory beyond the weights: the hidden states of the calibration batch (samples x seq_len x hidden,
-float32, updated in place) plus one chunk's activations inside one layer and the statistics of one
+float32, updated in place; twice with `cross`) plus one chunk's activations inside one layer and the statistics of one
 layer (Hessians are K x K)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Callable
@@ -93,23 +97,34 @@ def capture_inputs(model: nn.Module, input_ids: torch.Tensor, chunk: int = CHUNK
     return hidden, kwargs
 
 
+Stream = tuple[nn.Module, list[torch.Tensor]]  # a layer and the hidden states it reads, chunk by chunk
+
+
 def stats_for_layer(layer: nn.Module, hidden: list[torch.Tensor], kwargs: list[dict[str, Any]],
-                    spec: StatsSpec, groups: tuple[Group, ...] = GROUPS) -> dict[str, InputStats]:
+                    spec: StatsSpec, groups: tuple[Group, ...] = GROUPS,
+                    ref: Stream | None = None) -> dict[str, InputStats]:
     """Run `layer` on every chunk and return the input statistics of each of `groups`, keyed by `prev`.
-    With a single group the forward pass stops at that group's first linear layer."""
+    With a single group the forward pass stops at that group's first linear layer. With `ref` (the
+    uncompressed layer and its hidden states) the reference runs first on each chunk and its inputs to
+    the same linears are passed to `InputStats.add` beside the layer's own."""
     total = sum(h.shape[0] * h.shape[1] for h in hidden)
+    stop = len(groups) == 1
     stats: dict[str, InputStats] = {}
+    seen: dict[str, torch.Tensor] = {}
     handles = []
     for group in groups:
         first = layer.get_submodule(group.linears[0])
         stats[group.prev] = InputStats(first.in_features, spec, total)
-        handles.append(first.register_forward_pre_hook(_adder(stats[group.prev], stop=len(groups) == 1)))
+        handles.append(first.register_forward_pre_hook(_adder(stats[group.prev], stop, seen, group.prev, ref)))
+        if ref is not None:
+            handles.append(ref[0].get_submodule(group.linears[0]).register_forward_pre_hook(
+                _keeper(seen, group.prev, stop)))
     try:
-        for h, kw in zip(hidden, kwargs, strict=True):
-            try:
-                _forward(layer, h, kw)
-            except _StopForward:
-                pass
+        for j, (h, kw) in enumerate(zip(hidden, kwargs, strict=True)):
+            if ref is not None:
+                _run(ref[0], ref[1][j], kw)
+            _run(layer, h, kw)
+            seen.clear()
     finally:
         for handle in handles:
             handle.remove()
@@ -139,20 +154,25 @@ def run_layerwise(model: nn.Module, input_ids: torch.Tensor | None, solver: Laye
         return
     bar.set_postfix_str("embedding calibration batch")
     hidden, kwargs = capture_inputs(model, input_ids)
+    ref_hidden = [h.clone() for h in hidden] if spec.cross else None
     for i, layer in enumerate(layers):
+        ref = (copy.deepcopy(layer), ref_hidden) if ref_hidden is not None else None
         if solver.sequential:
             for group in GROUPS:
                 bar.set_postfix_str(f"calibrating + solving {group.linears[0].split('.')[-1]}")
-                solver.solve_group(i, layer, group, stats_for_layer(layer, hidden, kwargs, spec, (group,))[group.prev])
+                st = stats_for_layer(layer, hidden, kwargs, spec, (group,), ref)
+                solver.solve_group(i, layer, group, st[group.prev])
         else:
             bar.set_postfix_str("calibrating")
-            stats = stats_for_layer(layer, hidden, kwargs, spec)
+            stats = stats_for_layer(layer, hidden, kwargs, spec, ref=ref)
             bar.set_postfix_str("solving")
             solver.solve_layer(i, layer, stats)
             del stats
         if i + 1 < len(layers):
             bar.set_postfix_str("propagating")
             propagate(layer, hidden, kwargs)
+            if ref is not None:
+                propagate(*ref, kwargs)
         bar.update()
     bar.close()
 
@@ -163,9 +183,26 @@ def _forward(layer: nn.Module, h: torch.Tensor, kw: dict[str, Any]) -> torch.Ten
     return out[0] if isinstance(out, tuple) else out
 
 
-def _adder(stats: InputStats, stop: bool) -> Callable[[nn.Module, tuple], None]:
+def _run(layer: nn.Module, h: torch.Tensor, kw: dict[str, Any]) -> None:
+    try:
+        _forward(layer, h, kw)
+    except _StopForward:
+        pass
+
+
+def _adder(stats: InputStats, stop: bool, seen: dict[str, torch.Tensor], key: str,
+           ref: Stream | None) -> Callable[[nn.Module, tuple], None]:
     def hook(module: nn.Module, args: tuple) -> None:
-        stats.add(args[0])
+        stats.add(args[0], seen[key] if ref is not None else None)
+        if stop:
+            raise _StopForward
+
+    return hook
+
+
+def _keeper(seen: dict[str, torch.Tensor], key: str, stop: bool) -> Callable[[nn.Module, tuple], None]:
+    def hook(module: nn.Module, args: tuple) -> None:
+        seen[key] = args[0].detach()
         if stop:
             raise _StopForward
 

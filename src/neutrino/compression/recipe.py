@@ -7,7 +7,7 @@ except the methods; unknown keys are errors):
 ```yaml
 prune:       {method: sparsegpt, sparsity: 0.5, pattern: null, damp: 0.01, block_size: 128}
 quantize:    {method: gptq, bits: 4, group_size: 128, symmetric: true, damp: 0.01, act_order: true,
-              mse: true, sink_weight: 64}
+              mse: true, sink_weight: 64, fp_target: false}
 calibration: {file: null, samples: 128, seq_len: 512}
 skip: [lm_head, model.embed_tokens]
 ```
@@ -49,6 +49,7 @@ class QuantizeRecipe:
     block_size: int = 128  # gptq: lazy-batch block of columns
     mse: bool = True  # gptq: search each group's clipping range instead of using its min and max
     sink_weight: float = 64.0  # gptq: Hessian weight of each calibration sample's first token (1 = plain)
+    fp_target: bool = False  # gptq: fit the uncompressed model's layer outputs (GPTAQ), not this model's
     alpha: float = 0.5  # smoothquant: migration strength
     grid: int = 20  # awq: number of scale exponents tried in [0, 1)
     clip: bool = True  # awq: also search a per-group clipping ratio
@@ -80,7 +81,7 @@ class QuantizeRecipe:
         _integer("quantize.block_size", self.block_size, 1)
         _integer("quantize.grid", self.grid, 1)
         _integer("quantize.max_rows", self.max_rows, 16)
-        for name in ("symmetric", "act_order", "clip", "mse"):
+        for name in ("symmetric", "act_order", "clip", "mse", "fp_target"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidParameterError(f"quantize.{name}", f"expected true or false, got {getattr(self, name)!r}")
 

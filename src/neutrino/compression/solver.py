@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from neutrino.compression.arch import GROUPS, Group, can_fold, fold_scales
+from neutrino.compression.hessian import output_target
 from neutrino.compression.prune.magnitude import magnitude_prune
 from neutrino.compression.prune.sparsegpt import sparsegpt_prune
 from neutrino.compression.prune.wanda import wanda_prune
@@ -63,8 +64,9 @@ class LayerCompressor:
         q = self.quant.method if self.quant else None
         p = self.recipe.prune.method if self.recipe.prune else None
         rows = self.quant.max_rows if q == "awq" and self.quant else 0
-        sink = self.quant.sink_weight if q == "gptq" and self.quant else 1.0
-        return StatsSpec(hessian=q == "gptq" or p == "sparsegpt", max_rows=rows, sink_weight=sink)
+        gptq = self.quant if q == "gptq" else None
+        return StatsSpec(hessian=q == "gptq" or p == "sparsegpt", max_rows=rows,
+                         sink_weight=gptq.sink_weight if gptq else 1.0, cross=bool(gptq and gptq.fp_target))
 
     @property
     def sequential(self) -> bool:
@@ -154,8 +156,11 @@ class LayerCompressor:
         q, grid = self.quant, self.grid
         assert q is not None and grid is not None
         if q.method == "gptq":
-            qw = gptq_quantize(lin.weight, _need(stats).hessian, grid, q.damp, q.block_size, q.act_order, mask,
-                               q.mse)
+            st = _need(stats)
+            w = output_target(lin.weight, st.hessian, st.cross_hessian, q.damp) if q.fp_target else lin.weight
+            if mask is not None:
+                w = w.masked_fill(mask, 0.0)
+            qw = gptq_quantize(w, st.hessian, grid, q.damp, q.block_size, q.act_order, mask, q.mse)
         elif q.method == "awq" and q.clip and rel not in NO_CLIP:
             qw = quantize_rtn(lin.weight, grid, search_clip(lin.weight, _need(stats).rows, grid))
         else:
