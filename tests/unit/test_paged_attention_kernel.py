@@ -1,20 +1,19 @@
 """The C++ paged decode-attention kernel (neutrino.layers.attention.cpu_kernels) against the torch path.
 
-The kernel is JIT-compiled on first use (~10-25 s once per machine, then cached in torch's extension
-dir); kernel tests skip, with the compiler's error, where it can't be built.
+The kernel is compiled at install (neutrino/csrc, one library per ISA variant); kernel tests skip, with
+the loader's reason, where no variant can be loaded.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from neutrino.layers import jit
+from neutrino.kernels import loader
 from neutrino.layers.attention import cpu_kernels
 from neutrino.layers.attention.backend import TorchPagedAttention
 from neutrino.layers.attention.metadata import AttentionMetadata
@@ -193,8 +192,9 @@ def test_backend_uses_kernel_and_matches_torch_path(op, monkeypatch: pytest.Monk
 
 def test_disabled_by_env_var(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv(cpu_kernels.DISABLE_ENV, "1")
+    monkeypatch.setattr(loader, "_loaded", None)
+    monkeypatch.setattr(loader, "_load_library", lambda: pytest.fail("must not load when disabled"))
     cpu_kernels.reset()
-    monkeypatch.setattr(cpu_kernels, "_build_and_load", lambda: pytest.fail("must not compile when disabled"))
     assert cpu_kernels.decode_kernel() is None and not cpu_kernels.warmup()
     q, kv, meta = make_case([5], 4, 2, 64, torch.float32)
     assert cpu_kernels.paged_decode_attention(torch.empty_like(q), q, kv[0], kv[1], meta.block_tables,
@@ -203,33 +203,20 @@ def test_disabled_by_env_var(monkeypatch: pytest.MonkeyPatch):
     assert out.shape == (4, 9, 64) and torch.isfinite(out).all()
 
 
-def test_build_failure_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch, caplog):
-    def broken():
-        raise RuntimeError("Error building extension: no compiler")
-
-    monkeypatch.setattr(cpu_kernels, "_loaded", None)
-    monkeypatch.setattr(cpu_kernels, "_build_and_load", broken)
+def test_missing_library_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch, tmp_path, caplog):
+    monkeypatch.delenv(loader.ISA_ENV, raising=False)
+    monkeypatch.setattr(loader, "_loaded", None)
+    monkeypatch.setattr(loader, "PACKAGE_DIR", tmp_path)  # nothing built there
+    monkeypatch.setattr(loader, "cpu_flags", lambda: {"avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe"})
     cpu_kernels.reset()
-    with caplog.at_level(logging.WARNING, logger=cpu_kernels.__name__):
+    with caplog.at_level(logging.WARNING, logger=loader.__name__):
         for _ in range(3):
             out = _backend_decode(torch.float32)
     assert torch.isfinite(out).all()
-    warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
-    assert len(warnings) == 1 and "no compiler" in warnings[0].getMessage()
-    assert "no compiler" in cpu_kernels.last_error
-
-
-def test_stale_build_lock_is_removed(op, monkeypatch: pytest.MonkeyPatch):
-    """A `lock` file left by a builder that died must not make the next process wait forever."""
-    name = jit.extension_name(cpu_kernels._EXT_PREFIX, cpu_kernels.kernel_source())
-    stale = jit.cache_root() / name / "lock"
-    stale.write_text("")
-    done = []
-    worker = threading.Thread(target=lambda: done.append(cpu_kernels._build_and_load()), daemon=True)
-    worker.start()
-    worker.join(timeout=120)
-    assert done and done[0] is not None, "blocked on the stale lock file"
-    assert not stale.exists()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "unavailable" in r.getMessage()]
+    assert len(warnings) == 1 and "no compiled kernel variant" in warnings[0].getMessage()
+    assert "avx2" in warnings[0].getMessage() and str(tmp_path) in warnings[0].getMessage()
+    assert "no compiled kernel variant" in cpu_kernels.last_error
 
 
 def test_kernel_speed_smoke(op):

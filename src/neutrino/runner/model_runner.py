@@ -66,7 +66,7 @@ class ModelRunner:
         self.kv_caches = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(model_config.num_hidden_layers)]
         self.sampler = Sampler(seed)
         if device.type == "cpu":
-            cpu_kernels.warmup()  # compile/load the C++ decode kernel now, not during the first request
+            cpu_kernels.warmup()  # load the C++ kernels (and log their variant) now, not in the first request
 
     def _num_blocks(self, cache_config: CacheConfig) -> int:
         if cache_config.num_blocks is not None:

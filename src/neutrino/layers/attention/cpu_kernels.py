@@ -1,103 +1,65 @@
-"""JIT-compiled C++ kernels for CPU, with a fallback to the torch path when they can't be built.
+"""The C++ attention and fused bf16 kernels for CPU (`torch.ops.neutrino_cpu`), compiled at install.
 
-One library holds the paged decode- and prefill-attention kernels and the fused bf16 elementwise kernels
-(`layers/_cpu_fused_src.py`: add + RMSNorm, rotary, SiLU-and-mul).
+One library (`neutrino/_kernels_<variant>.so`, sources in `neutrino/csrc`, loaded by
+`neutrino/kernels/loader.py`) holds the paged decode- and prefill-attention kernels and the fused bf16
+elementwise kernels (add + RMSNorm, rotary, SiLU-and-mul). It is loaded on first use or by `warmup()`.
 
-The paged decode kernel (source in `_cpu_decode_src.py`, registered as the torch op
-`torch.ops.neutrino_cpu.paged_decode_attention`) is compiled on first use, never at import time, or by
-an explicit `warmup()`; `layers/jit.py` builds, caches and locks it.
-
-Failure of any kind (no compiler, no ninja, compile error, load error) logs one warning and makes
-`decode_kernel()` return None, so callers use their torch path. NEUTRINO_DISABLE_CPP_KERNELS=1 skips the
-kernels entirely (read on first use; `reset()` re-reads it).
+When it can't be loaded (not built, a CPU without AVX2, `NEUTRINO_DISABLE_CPP_KERNELS=1`) the loader
+says why once and `decode_kernel()` returns None, so callers use their torch paths.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 
 import torch
 
-from neutrino.layers import jit
+from neutrino.kernels import loader
 
 logger = logging.getLogger(__name__)
 
-DISABLE_ENV = jit.DISABLE_ENV
-_EXT_PREFIX = "neutrino_cpu_attn"
+DISABLE_ENV = loader.DISABLE_ENV
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-_UNSET = object()
-_op = _UNSET  # torch.ops.neutrino_cpu.paged_decode_attention, None when unavailable, _UNSET before first use
-_loaded = None  # the op once loaded (a library loads once per process; reset() keeps it)
-_lock = threading.Lock()
 _warned = False
 _prefill_head_dims: dict[int, bool] = {}  # head_dim -> the prefill kernel supports it (this build)
 _fused_sizes: dict[int, bool] = {}  # row size -> the fused elementwise kernels support it (this build)
-last_error: str | None = None  # why the kernel is unavailable (for logs and test skip reasons)
 
 
-def kernel_source() -> str:
-    """The one C++ translation unit: the decode kernel, then the prefill kernel (which reuses its helpers)."""
-    from neutrino.layers import _cpu_fused_src as fused
-    from neutrino.layers.attention import _cpu_decode_src as dec
-    from neutrino.layers.attention import _cpu_prefill_src as pre
-
-    versions = f"{dec.KERNEL_VERSION}.{pre.KERNEL_VERSION}.{fused.KERNEL_VERSION}"
-    return f"// neutrino kernel versions {versions}\n{dec.SOURCE}\n{pre.SOURCE}\n{fused.SOURCE}"
+def __getattr__(name: str):
+    if name == "last_error":  # why the kernels are unavailable (for logs and test skip reasons)
+        return loader.last_error
+    raise AttributeError(name)
 
 
-def _build_and_load():
-    fresh = jit.build_library(_EXT_PREFIX, kernel_source(), "paged attention kernels")
-    if fresh:
-        logger.info("attention kernel code path: %s", torch.ops.neutrino_cpu.isa())
-    return torch.ops.neutrino_cpu.paged_decode_attention
+_op = None  # torch.ops.neutrino_cpu.paged_decode_attention once loaded
+_decided = False  # whether _op says the final word (reset() clears it)
 
 
 def _load():
-    global _op, _loaded, _warned, last_error
-    with _lock:
-        if _op is not _UNSET:
-            return _op
-        if jit.disabled():
-            last_error = f"disabled by {DISABLE_ENV}"
-            _op = None
-            return None
-        if _loaded is not None:
-            _op = _loaded
-            return _op
-        try:
-            _op = _loaded = _build_and_load()
-            last_error = None
-        except Exception as e:  # noqa: BLE001 - any failure means: use the torch path
-            _op = None
-            lines = str(e).strip().splitlines() or [""]
-            last_error = f"{type(e).__name__}: {' | '.join(lines[-8:])[:3000]}"
-            if not _warned:
-                _warned = True
-                logger.warning("C++ paged attention kernel unavailable, using the torch path (%s)", last_error)
-        return _op
+    global _op, _decided
+    if not _decided:
+        _op = None if loader.load() is None else torch.ops.neutrino_cpu.paged_decode_attention
+        _decided = True
+    return _op
 
 
 def decode_kernel():
-    """The compiled decode op, or None when disabled/unavailable. Compiles/loads on the first call only;
-    later calls cost a global read."""
-    op = _op
-    return _load() if op is _UNSET else op
+    """The decode op, or None when disabled/unavailable (loads the library on the first call)."""
+    return _load()
 
 
 def warmup() -> bool:
-    """Compile/load the kernels now (e.g. at engine start) instead of on the first decode step."""
+    """Load the kernels now (e.g. at engine start, which logs the variant) instead of on the first step."""
     return decode_kernel() is not None
 
 
 def reset() -> None:
     """Forget the availability decision (re-reads NEUTRINO_DISABLE_CPP_KERNELS); for tests. A library
-    already loaded stays loaded and is reused without rebuilding."""
-    global _op, _warned
-    with _lock:
-        _op = _UNSET
-        _warned = False
+    already loaded stays loaded and is reused."""
+    global _warned, _decided
+    loader.reset()
+    _warned = _decided = False
 
 
 def paged_decode_attention(
@@ -132,9 +94,7 @@ def try_decode(
     """The backend hook: decode attention with the kernel, or None when the caller should take its torch
     path (not a CPU tensor, unsupported dtype, kernel unavailable, or the kernel raised — logged once)."""
     global _warned
-    op = _op
-    if op is _UNSET:
-        op = _load()
+    op = _load()
     if (
         op is None
         or q.device.type != "cpu"

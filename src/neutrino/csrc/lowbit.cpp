@@ -1,91 +1,31 @@
-"""C++ source of the CPU low-bit kernels, JIT-compiled by `layers/quant/cpu_kernels.py` into the
-`neutrino_quant` torch op library.
-
-Ops (all CPU; `T` is float32, bfloat16 or float16; accumulation is float32):
-- `lowbit_linear(x[M,K] T, bits, qb, scales, offsets?, group_size, exact=False) -> y[M,N] T`: y = x @ W^T
-  with W[n,k] = q[n,k] * s[n,g] + o[n,g], g = k // group_size, for 8-bit (int8) or 4-bit (uint8 nibbles)
-  codes and scales/offsets (float32, bfloat16 or float16) in the 16-row blocked layout described at the
-  kernel. The weight-only kernel for every int8/int4/3-bit format (per-channel or group-wise, symmetric,
-  asymmetric, GGUF's d * q + m), for small batches (decode). With AVX512-VNNI + VBMI and group_size % 16
-  == 0, unless `exact`: the integer path (x quantized to int8 per token and 32- or 16-column block,
-  vpdpbusd; computes x^ @ W^T, see the integer path's comment). Otherwise: fp32 FMAs on the integer
-  codes, exact up to summation order.
-- `lowbit_dequant(bits, qb, scales, offsets?, group_size, dtype, n0, n1) -> W^T[K, n1-n0] T`: rows
-  [n0, n1) of the same W, for large batches (dequantize, then the dtype's GEMM).
-- `quantize_per_token(x[M,K] T) -> (xq int8, x_scale f32[M])`: symmetric dynamic int8 per row,
-  x_scale = max|x| / 127 (1 for an all-zero row), xq = round_half_even(x / x_scale).
-- `w8a8_scale(acc[M,N] int32, x_scale[M], w_scale[N], bias?, dtype) -> y`: (acc * x_scale) * w_scale + b.
-"""
-
-KERNEL_VERSION = "6"
-
-SOURCE = r"""
+// Weight-only low-bit linears for CPU (`neutrino_quant::lowbit_linear`, `lowbit_dequant`; T is float32,
+// bfloat16 or float16; accumulation is float32):
+// - lowbit_linear(x[M,K] T, bits, qb, scales, offsets?, group_size, exact=False) -> y[M,N] T: y = x @ W^T
+//   with W[n,k] = q[n,k] * s[n,g] + o[n,g], g = k // group_size, for 8-bit (int8) or 4-bit (uint8
+//   nibbles) codes and scales/offsets (float32, bfloat16 or float16) in the 16-row blocked layout below.
+//   The kernel of every int8/int4/3-bit format (per-channel or group-wise, symmetric, asymmetric,
+//   GGUF's d * q + m) for small batches (decode). With AVX512-VNNI + VBMI and group_size % 16 == 0,
+//   unless `exact`: the integer path (x quantized to int8 per token and 32- or 16-column block,
+//   vpdpbusd; computes x^ @ W^T, see the integer path's comment). Otherwise fp32 FMAs on the integer
+//   codes, exact up to summation order.
+// - lowbit_dequant(bits, qb, scales, offsets?, group_size, dtype, n0, n1) -> W^T[K, n1-n0] T: rows
+//   [n0, n1) of the same W, for large batches (dequantize, then the dtype's GEMM).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
-#include <tuple>
 #include <vector>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-#include <immintrin.h>
-#define NQ_AVX512 1
-#else
-#define NQ_AVX512 0
-#endif
-// The integer path (int8 activations, vpdpbusd) needs AVX512-VNNI and, for the byte transpose, VBMI.
-#if NQ_AVX512 && defined(__AVX512VNNI__) && defined(__AVX512VBMI__) && defined(__AVX512VL__)
-#define NQ_VNNI 1
-#else
-#define NQ_VNNI 0
-#endif
+#include "kernels.h"
+#include "vec.h"
 
 namespace {
 
-// Calls f(T{}) with T the C++ type of a float32, bfloat16 or float16 dtype.
-template <typename F>
-void dispatch_float(at::ScalarType t, const char* what, F&& f) {
-  switch (t) {
-    case at::kFloat: f(float{}); break;
-    case at::kBFloat16: f(c10::BFloat16{}); break;
-    case at::kHalf: f(c10::Half{}); break;
-    default: TORCH_CHECK(false, what, ": unsupported dtype ", t, " (expected float32, bfloat16 or float16)");
-  }
-}
-
-#if NQ_AVX512
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const c10::BFloat16* p) {
-  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-inline __m512 load16(const c10::Half* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-inline void store16(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
-inline void store16(c10::Half* p, __m512 v) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
-#if defined(__AVX512BF16__)
-inline void store16(c10::BFloat16* p, __m512 v) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v));
-}
-#else
-inline void store16(c10::BFloat16* p, __m512 v) {  // round to nearest even (NaN-free inputs)
-  const __m512i bits = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r));
-}
-#endif
-#endif
+using namespace neutrino::vec;
 
 // ---- int8 / int4 group-wise linear, blocked layout ----------------------------------------------
 // Codes are stored per block of 16 output rows, column-major within the block: int8 qb[N / 16, K, 16]
@@ -106,7 +46,7 @@ struct LBArgs {
 
 template <int BITS> constexpr int64_t block_bytes(int64_t K) { return BITS == 8 ? 16 * K : 8 * K; }
 
-#if NQ_AVX512
+#if NEUTRINO_HAVE_AVX512
 constexpr int64_t kPrefetch = 1024;  // bytes ahead in each block's code stream
 constexpr int64_t kScalePrefetch = 64;  // scales ahead (4 groups of 16 rows) in the scale/offset streams
 
@@ -202,7 +142,7 @@ void lb_run(const LBArgs& a, int64_t b0, int64_t b1, int64_t M) {
 }
 #endif
 
-#if NQ_VNNI
+#if NEUTRINO_HAVE_VNNI
 // ---- integer path: int8 activations x codes with vpdpbusd (u8 x s8 -> int32, 4 products per lane) ----
 // x is quantized per token and per block of B columns (B | group_size, B % 16 == 0): xq = round(x / xs),
 // xs = max|x| / 127. A 64-byte load of a block's stream is [4 byte-columns][16 rows]; vpermb transposes it
@@ -405,13 +345,17 @@ void load_x(const T* xp, int64_t x_s0, int64_t M, int64_t K, int64_t gs, float* 
 // task converts its own output rows, so a batch-1 call costs little beyond the kernel itself.
 // `exact`: the fp32-FMA path (y = x @ W^T up to summation order) instead of the integer one (int8
 // activations); the fp32 path also serves CPUs without VNNI/VBMI and groups that are not a multiple of 16.
+}  // namespace
+
+namespace neutrino {
+
 at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q, const at::Tensor& scales,
                          const c10::optional<at::Tensor>& offsets, int64_t group_size, bool exact) {
   const int64_t K = check_blocked(bits, q, scales, offsets, group_size);
   TORCH_CHECK(x.dim() == 2 && x.size(1) == K && x.stride(1) == 1, "x: [M, K] with unit column stride");
   const int64_t M = x.size(0), G = scales.size(1), NBLK = q.size(0), N = NBLK * 16;
   const bool off = offsets.has_value();
-#if NQ_VNNI
+#if NEUTRINO_HAVE_VNNI
   const int64_t B = exact ? 0 : act_block(group_size);
 #else
   const int64_t B = 0;
@@ -425,7 +369,7 @@ at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q,
   std::vector<int8_t> xq(integer ? M * K : 0);
   std::vector<float> xs(integer ? M * K / B : 0);
   std::vector<int32_t> xc(integer ? M * K / B : 0);
-#if NQ_VNNI
+#if NEUTRINO_HAVE_VNNI
   if (integer)
     quantize_blocks(xf.data(), M, K, B, group_size, bits == 4, xq.data(), xs.data(), xc.data(),
                     off ? xg.data() : nullptr);
@@ -436,21 +380,21 @@ at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q,
   float* yout = direct ? y.data_ptr<float>() : yf.data();
   LBArgs a{xf.data(), K, off ? xg.data() : nullptr, static_cast<const uint8_t*>(q.data_ptr()), scales.data_ptr(),
            off ? offsets->data_ptr() : nullptr, G, group_size, N, yout};
-#if NQ_VNNI
+#if NEUTRINO_HAVE_VNNI
   VNArgs v{xq.data(), xs.data(), xc.data(), off ? xg.data() : nullptr, a.q, a.s, a.o, K, B, G, group_size, N, yout};
 #endif
   const int64_t grain = std::max<int64_t>(4, 65536 / (16 * K));  // row blocks per task
   dispatch_float(scales.scalar_type(), "lowbit_linear scales", [&](auto tag) {
     using SC = decltype(tag);
     at::parallel_for(0, NBLK, grain, [&](int64_t b0, int64_t b1) {
-#if NQ_VNNI
+#if NEUTRINO_HAVE_VNNI
       if (integer) {
         if (bits == 8) { if (off) vn_run<8, SC, true>(v, b0, b1, M); else vn_run<8, SC, false>(v, b0, b1, M); }
         else { if (off) vn_run<4, SC, true>(v, b0, b1, M); else vn_run<4, SC, false>(v, b0, b1, M); }
       } else
 #endif
       {
-#if NQ_AVX512
+#if NEUTRINO_HAVE_AVX512
         if (bits == 8) { if (off) lb_run<8, SC, true>(a, b0, b1, M); else lb_run<8, SC, false>(a, b0, b1, M); }
         else { if (off) lb_run<4, SC, true>(a, b0, b1, M); else lb_run<4, SC, false>(a, b0, b1, M); }
 #else
@@ -471,6 +415,10 @@ at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q,
 
 // Rows [n0, n1) of W as W^T[K, n1 - n0]: W^T[k, 16 b + i] = q * s + o, in tiles of 16 row blocks x 32
 // columns (keeps the pages touched within the TLB's reach).
+}  // namespace neutrino
+
+namespace {
+
 template <int BITS, typename SC, typename T>
 void dequant_tiles(const LBArgs& a, int64_t B0, int64_t NB, int64_t W, T* outp, int64_t t0, int64_t t1) {
   const SC* sp = static_cast<const SC*>(a.s);
@@ -482,7 +430,7 @@ void dequant_tiles(const LBArgs& a, int64_t B0, int64_t NB, int64_t W, T* outp, 
         for (int64_t bl = bt; bl < std::min(NB, bt + 16); ++bl) {
           const int64_t b = B0 + bl, si = (b * a.G + g) * 16;
           T* dst = outp + k * W + bl * 16;
-#if NQ_AVX512
+#if NEUTRINO_HAVE_AVX512
           __m512 w0, w1;
           load_cols<BITS>(a.q + b * block_bytes<BITS>(a.K), k, w0, w1);
           const __m512 sv = load16(sp + si);
@@ -498,6 +446,10 @@ void dequant_tiles(const LBArgs& a, int64_t B0, int64_t NB, int64_t W, T* outp, 
         }
       }
 }
+
+}  // namespace
+
+namespace neutrino {
 
 at::Tensor lowbit_dequant(int64_t bits, const at::Tensor& q, const at::Tensor& scales,
                           const c10::optional<at::Tensor>& offsets, int64_t group_size, at::ScalarType dtype,
@@ -522,83 +474,7 @@ at::Tensor lowbit_dequant(int64_t bits, const at::Tensor& q, const at::Tensor& s
   return out;
 }
 
-// ---- W8A8 helpers -------------------------------------------------------------------------------
-std::tuple<at::Tensor, at::Tensor> quantize_per_token(const at::Tensor& x) {
-  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1, "x: [M, K] with unit column stride");
-  const int64_t M = x.size(0), K = x.size(1);
-  at::Tensor xq = at::empty({M, K}, x.options().dtype(at::kChar));
-  at::Tensor xs = at::empty({M}, x.options().dtype(at::kFloat));
-  int8_t* qp = xq.data_ptr<int8_t>();
-  float* sp = xs.data_ptr<float>();
-  dispatch_float(x.scalar_type(), "quantize_per_token", [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = x.data_ptr<T>();
-    const int64_t s0 = x.stride(0);
-    at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
-      for (int64_t m = m0; m < m1; ++m) {
-        const T* r = xp + m * s0;
-        float amax = 0.f;
-        for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(static_cast<float>(r[k])));
-        const float s = amax > 0.f ? amax / 127.f : 1.f;
-        sp[m] = s;
-        for (int64_t k = 0; k < K; ++k) {
-          const float v = std::nearbyint(static_cast<float>(r[k]) / s);
-          qp[m * K + k] = static_cast<int8_t>(std::min(127.f, std::max(-128.f, v)));
-        }
-      }
-    });
-  });
-  return {xq, xs};
-}
-
-at::Tensor w8a8_scale(const at::Tensor& acc, const at::Tensor& xs, const at::Tensor& ws,
-                      const c10::optional<at::Tensor>& bias, at::ScalarType dtype) {
-  TORCH_CHECK(acc.dim() == 2 && acc.scalar_type() == at::kInt, "acc: int32 [M, N]");
-  const at::Tensor a = acc.contiguous(), xf = xs.to(at::kFloat).contiguous(), wf = ws.to(at::kFloat).contiguous();
-  const int64_t M = a.size(0), N = a.size(1);
-  TORCH_CHECK(xf.numel() == M && wf.numel() == N, "x_scale [M], w_scale [N]");
-  at::Tensor bf;
-  if (bias.has_value()) bf = bias->to(at::kFloat).contiguous();
-  const float* bp = bias.has_value() ? bf.data_ptr<float>() : nullptr;
-  at::Tensor out = at::empty({M, N}, a.options().dtype(dtype));
-  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / N), [&](int64_t m0, int64_t m1) {
-    dispatch_float(dtype, "w8a8_scale", [&](auto tag) {
-    using scalar_t = decltype(tag);
-      for (int64_t m = m0; m < m1; ++m) {
-        const int32_t* ar = a.data_ptr<int32_t>() + m * N;
-        const float sx = xf.data_ptr<float>()[m];
-        scalar_t* orow = out.data_ptr<scalar_t>() + m * N;
-        const float* w = wf.data_ptr<float>();
-        for (int64_t n = 0; n < N; ++n) {
-          float v = (static_cast<float>(ar[n]) * sx) * w[n];
-          if (bp) v += bp[n];
-          orow[n] = static_cast<scalar_t>(v);
-        }
-      }
-    });
-  });
-  return out;
-}
-
 // "avx512-vnni": lowbit_linear has its integer path; "avx512": fp32 FMAs only; "generic": scalar code.
-std::string isa() { return NQ_VNNI ? "avx512-vnni" : NQ_AVX512 ? "avx512" : "generic"; }
+std::string quant_isa() { return NEUTRINO_HAVE_VNNI ? "avx512-vnni" : NEUTRINO_HAVE_AVX512 ? "avx512" : "generic"; }
 
-}  // namespace
-
-TORCH_LIBRARY(neutrino_quant, m) {
-  m.def("lowbit_linear(Tensor x, int bits, Tensor q, Tensor scales, Tensor? offsets, int group_size, "
-        "bool exact=False) -> Tensor");
-  m.def("lowbit_dequant(int bits, Tensor q, Tensor scales, Tensor? offsets, int group_size, ScalarType dtype, "
-        "int n0, int n1) -> Tensor");
-  m.def("quantize_per_token(Tensor x) -> (Tensor, Tensor)");
-  m.def("w8a8_scale(Tensor acc, Tensor x_scale, Tensor w_scale, Tensor? bias, ScalarType dtype) -> Tensor");
-  m.def("isa() -> str", []() { return isa(); });
-}
-
-TORCH_LIBRARY_IMPL(neutrino_quant, CPU, m) {
-  m.impl("lowbit_linear", &lowbit_linear);
-  m.impl("lowbit_dequant", &lowbit_dequant);
-  m.impl("quantize_per_token", &quantize_per_token);
-  m.impl("w8a8_scale", &w8a8_scale);
-}
-"""
+}  // namespace neutrino

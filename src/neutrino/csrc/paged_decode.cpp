@@ -1,16 +1,3 @@
-"""C++ source of the CPU paged decode-attention kernel, JIT-compiled by `cpu_kernels.py`.
-
-Kept as a Python string (not a .cpp file) so it always ships with the package, whatever the packaging
-config says about data files. Registers the torch ops `neutrino_cpu::paged_decode_attention` and
-`neutrino_cpu::isa` (which code path was compiled: "avx512+bf16", "avx512" or "generic") with
-TORCH_LIBRARY: no pybind11, so lighter headers and a faster compile than `torch/extension.h`.
-"""
-
-# Bump when the source or the op schema changes in a way the content hash would not catch (it always
-# catches edits to SOURCE itself).
-KERNEL_VERSION = "1"
-
-SOURCE = r"""
 // Paged decode attention for CPU: one query token per sequence, K/V read straight from the paged cache
 // (no gather copies), fp32 accumulation, output in q's dtype.
 //
@@ -21,12 +8,6 @@ SOURCE = r"""
 // accumulates p^T V. The chunk's K/V rows are read from memory once (later query heads hit L1), and the
 // next chunk (another, random block) is software-prefetched meanwhile. Units are handed out dynamically
 // over ATen's OpenMP pool (at::parallel_for, so torch.set_num_threads applies).
-
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
@@ -39,14 +20,12 @@ SOURCE = r"""
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#define NEUTRINO_HAVE_AVX512 1
-#else
-#define NEUTRINO_HAVE_AVX512 0
-#endif
+#include "kernels.h"
+#include "vec.h"
 
 namespace {
+
+using namespace neutrino::vec;
 
 constexpr int kChunk = 16;  // tokens per softmax update (one AVX-512 vector of scores)
 
@@ -67,10 +46,6 @@ inline int64_t block_id(const Params& p, int64_t b, int64_t i) {
   return p.tables_i32 ? static_cast<const int32_t*>(p.block_tables)[b * p.bt_s0 + i]
                       : static_cast<const int64_t*>(p.block_tables)[b * p.bt_s0 + i];
 }
-
-inline float to_f(float x) { return x; }
-inline float to_f(c10::BFloat16 x) { return static_cast<float>(x); }
-inline float to_f(c10::Half x) { return static_cast<float>(x); }
 
 // All q rows of sequence b, converted to fp32 and pre-multiplied by the softmax scale.
 template <typename QT>
@@ -174,51 +149,6 @@ void unit_generic(const Params& p, int64_t b, int64_t begin, int64_t end, const 
 }
 
 #if NEUTRINO_HAVE_AVX512
-template <typename KV> inline __m512 load16(const KV* ptr);
-template <> inline __m512 load16<float>(const float* ptr) { return _mm512_loadu_ps(ptr); }
-template <> inline __m512 load16<c10::BFloat16>(const c10::BFloat16* ptr) {
-  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ptr));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-template <> inline __m512 load16<c10::Half>(const c10::Half* ptr) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ptr)));
-}
-
-// exp(x) for x <= ~88 (Cephes polynomial, ~1-2 ulp); inputs below -100 flush to (almost) zero.
-inline __m512 exp512(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-100.f));
-  x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 y = _mm512_set1_ps(1.9875691500E-4f);
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507E-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073E-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894E-2f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459E-1f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201E-1f));
-  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  return _mm512_scalef_ps(y, n);
-}
-
-// Returns the vector of horizontal sums: result[i] = sum(a[i]) for i < 16.
-inline __m512 hsum16(const __m512* a) {
-  __m512 b[8], c[4];
-  for (int i = 0; i < 8; ++i)
-    b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
-                         _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
-  for (int j = 0; j < 4; ++j)
-    c[j] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * j], b[2 * j + 1], 0x88),
-                         _mm512_shuffle_f32x4(b[2 * j], b[2 * j + 1], 0xDD));
-  const __m512 d0 = _mm512_add_ps(_mm512_unpacklo_ps(c[0], c[1]), _mm512_unpackhi_ps(c[0], c[1]));
-  const __m512 d1 = _mm512_add_ps(_mm512_unpacklo_ps(c[2], c[3]), _mm512_unpackhi_ps(c[2], c[3]));
-  const __m512 e = _mm512_add_ps(_mm512_shuffle_ps(d0, d1, 0x44), _mm512_shuffle_ps(d0, d1, 0xEE));
-  // e[4k + m] = sum(a[4m + k]); put it back in order.
-  const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  return _mm512_permutexvar_ps(idx, e);
-}
-
 // AVX-512 kernel for D = 16 * NV. kDot: QK^T with AVX512-BF16 dot products straight on the bf16 cache
 // and the bf16 q (exact bf16 products, fp32 sums; ~10% faster than converting K to fp32 first).
 //
@@ -253,7 +183,7 @@ void unit_avx512(const Params& p, int64_t b, int64_t begin, int64_t end, const f
         // Scores of the chunk's tokens: one partial-sum vector per token, then a transposing reduction.
         __m512 part[kChunk];
         if constexpr (kDot) {
-#if defined(__AVX512BF16__)
+#if NEUTRINO_HAVE_BF16
           const c10::BFloat16* qrow = static_cast<const c10::BFloat16*>(p.q) + b * p.q_s0 + hq * p.q_s1;
           __m512i qb[NV / 2];
           for (int j = 0; j < NV / 2; ++j) qb[j] = _mm512_loadu_si512(qrow + 32 * j);
@@ -275,8 +205,8 @@ void unit_avx512(const Params& p, int64_t b, int64_t begin, int64_t end, const f
           for (int t = 0; t < kChunk; ++t) {
             if (t < n) {
               const KV* kr = kbase + t * p.k_s1;
-              __m512 s = _mm512_mul_ps(qv[0], load16<KV>(kr));
-              for (int v = 1; v < NV; ++v) s = _mm512_fmadd_ps(qv[v], load16<KV>(kr + 16 * v), s);
+              __m512 s = _mm512_mul_ps(qv[0], load16(kr));
+              for (int v = 1; v < NV; ++v) s = _mm512_fmadd_ps(qv[v], load16(kr + 16 * v), s);
               part[t] = s;
             } else {
               part[t] = _mm512_setzero_ps();
@@ -307,7 +237,7 @@ void unit_avx512(const Params& p, int64_t b, int64_t begin, int64_t end, const f
         for (int t = 0; t < n; ++t) {
           const __m512 pt = _mm512_set1_ps(pbuf[t]);
           const KV* vr = vbase + t * p.v_s1;
-          for (int v = 0; v < NV; ++v) av[v] = _mm512_fmadd_ps(pt, load16<KV>(vr + 16 * v), av[v]);
+          for (int v = 0; v < NV; ++v) av[v] = _mm512_fmadd_ps(pt, load16(vr + 16 * v), av[v]);
         }
         for (int v = 0; v < NV; ++v) _mm512_storeu_ps(ag + 16 * v, av[v]);
       }
@@ -318,15 +248,17 @@ void unit_avx512(const Params& p, int64_t b, int64_t begin, int64_t end, const f
 
 using UnitFn = void (*)(const Params&, int64_t, int64_t, int64_t, const float*, float*, float*, float*);
 
+#if NEUTRINO_HAVE_AVX512
 template <typename KV, int NV>
 UnitFn pick_avx512(bool dot_ok) {
-#if defined(__AVX512BF16__)
+#if NEUTRINO_HAVE_BF16
   if constexpr (std::is_same_v<KV, c10::BFloat16> && NV % 2 == 0)
     if (dot_ok) return unit_avx512<KV, NV, true>;
 #endif
   (void)dot_ok;
   return unit_avx512<KV, NV, false>;
 }
+#endif
 
 // dot_ok: q is bf16 (the AVX512-BF16 QK^T path needs bf16 on both sides).
 template <typename KV>
@@ -349,32 +281,11 @@ UnitFn pick_unit(int64_t D, bool force_generic, bool dot_ok) {
   return unit_generic<KV>;
 }
 
-// Runs fn(i, scratch) for i in [0, n) on up to `nthreads` threads of ATen's pool, handing out indices
-// dynamically (sequences have very different lengths, so a static split balances badly).
-template <typename F>
-void parallel_dynamic(int64_t n, int64_t nthreads, int64_t scratch_floats, const F& fn) {
-  nthreads = std::min(nthreads, n);
-  if (nthreads <= 1) {
-    std::vector<float> scratch(scratch_floats);
-    for (int64_t i = 0; i < n; ++i) fn(i, scratch.data());
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, nthreads, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> scratch(scratch_floats);
-    for (int64_t t = lo; t < hi; ++t)
-      for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n;
-           i = next.fetch_add(1, std::memory_order_relaxed))
-        fn(i, scratch.data());
-  });
-}
-
 // Sequences longer than kSplitTokens are split into parts of that many tokens (rounded up to whole
 // blocks), processed as independent units and merged (flash-decoding). The split depends only on the
 // sequence's own length, never on the batch or the thread count, so a sequence's output is bitwise the
 // same whatever it is batched with and however many threads run (batch invariance).
 constexpr int64_t kSplitTokens = 256;
-constexpr int64_t kMinParallelWork = 1 << 18;  // context tokens * Hq * D below which threads cost more than they save
 
 template <typename QT>
 void run(const Params& p, UnitFn unit) {
@@ -446,6 +357,10 @@ void run(const Params& p, UnitFn unit) {
   parallel_dynamic(num_units, nthreads, state, work);
 }
 
+}  // namespace
+
+namespace neutrino {
+
 void paged_decode_attention(const at::Tensor& out, const at::Tensor& q, const at::Tensor& key_cache,
                             const at::Tensor& value_cache, const at::Tensor& block_tables,
                             const at::Tensor& seq_lens, double scale, bool force_generic) {
@@ -510,8 +425,8 @@ void paged_decode_attention(const at::Tensor& out, const at::Tensor& q, const at
   }
 }
 
-std::string isa() {
-#if NEUTRINO_HAVE_AVX512 && defined(__AVX512BF16__)
+std::string attention_isa() {
+#if NEUTRINO_HAVE_BF16
   return "avx512+bf16";
 #elif NEUTRINO_HAVE_AVX512
   return "avx512";
@@ -520,15 +435,4 @@ std::string isa() {
 #endif
 }
 
-}  // namespace
-
-TORCH_LIBRARY(neutrino_cpu, m) {
-  m.def("paged_decode_attention(Tensor(a!) out, Tensor q, Tensor key_cache, Tensor value_cache, "
-        "Tensor block_tables, Tensor seq_lens, float scale, bool force_generic=False) -> ()");
-  m.def("isa() -> str", []() { return isa(); });
-}
-
-TORCH_LIBRARY_IMPL(neutrino_cpu, CPU, m) {
-  m.impl("paged_decode_attention", &paged_decode_attention);
-}
-"""
+}  // namespace neutrino

@@ -1,12 +1,3 @@
-"""C++ source of the CPU paged prefill-attention kernel (bf16, AVX-512 BF16), JIT-compiled by `cpu_kernels.py`.
-
-Appended to the decode kernel's source (`_cpu_decode_src.py`) in the same translation unit, so it reuses
-`exp512` and `parallel_dynamic` from there. Registers `neutrino_cpu::paged_prefill_attention`.
-"""
-
-KERNEL_VERSION = "1"
-
-SOURCE = r"""
 // Paged prefill attention for CPU, bf16 q and KV cache, causal, fp32 softmax and accumulation.
 //
 // Query rows are vector lanes: a row group is 16 consecutive query positions of one query head, so
@@ -22,13 +13,18 @@ SOURCE = r"""
 // Every lane's arithmetic depends only on its own row and the fixed key tiling (absolute positions
 // 0, 16, 32, ...), so a row's output is the same whatever the batch, chunking or thread count.
 
-#if defined(__AVX512F__) && defined(__AVX512BF16__)
-#define NEUTRINO_HAVE_PREFILL 1
-#else
-#define NEUTRINO_HAVE_PREFILL 0
-#endif
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "kernels.h"
+#include "vec.h"
+
+#define NEUTRINO_HAVE_PREFILL NEUTRINO_HAVE_BF16
 
 namespace {
+
+using namespace neutrino::vec;
 
 constexpr int kRows = 16;  // query rows per group (one vector of lanes)
 constexpr int kKeys = 16;  // keys per tile
@@ -216,6 +212,10 @@ void prefill_run(const PrefillParams& p, std::vector<PrefillUnit>& units, int64_
 
 #endif  // NEUTRINO_HAVE_PREFILL
 
+}  // namespace
+
+namespace neutrino {
+
 bool prefill_supported(int64_t D) {
   return NEUTRINO_HAVE_PREFILL && (D == 64 || D == 128 || D == 32 || D == 96 || D == 256);
 }
@@ -302,15 +302,4 @@ void paged_prefill_attention(const at::Tensor& out, const at::Tensor& q, const a
 #endif
 }
 
-}  // namespace
-
-TORCH_LIBRARY_FRAGMENT(neutrino_cpu, m) {
-  m.def("paged_prefill_attention(Tensor(a!) out, Tensor q, Tensor key_cache, Tensor value_cache, "
-        "Tensor block_tables, Tensor seq_ids, Tensor query_start_loc, Tensor seq_lens, float scale) -> ()");
-  m.def("prefill_supported(int head_dim) -> bool", [](int64_t d) { return prefill_supported(d); });
-}
-
-TORCH_LIBRARY_IMPL(neutrino_cpu, CPU, m) {
-  m.impl("paged_prefill_attention", &paged_prefill_attention);
-}
-"""
+}  // namespace neutrino

@@ -1,30 +1,24 @@
-"""C++ source of fused bf16 elementwise kernels for CPU (AVX-512), JIT-compiled by
-`layers/attention/cpu_kernels.py` into the same library as the attention kernels.
+// Fused bf16 elementwise kernels for CPU (AVX512-BF16). Each op does in one pass what the eager path
+// does in four to six, with the same roundings to bf16 at the same points (so results equal the eager
+// path's except where fp32 reduction order or the exp approximation moves a value across a bf16
+// rounding boundary):
+// - add_rms_norm_: residual <- bf16(x + residual); x <- bf16(w * bf16(rms_norm(residual))).
+// - rms_norm_out: out <- bf16(w * bf16(rms_norm(x))).
+// - rotary_neox_: x[t, h] <- bf16(bf16(x * cos) + bf16(rotate_half(x) * sin)) in place, for q and k.
+// - silu_and_mul_out: out <- bf16(bf16(silu(gate)) * up).
+#include <cmath>
+#include <cstdint>
 
-Each op does in one pass what the eager path does in four to six, with the same roundings to bf16 at the
-same points (so results equal the eager path's except where fp32 reduction order or the exp
-approximation moves a value across a bf16 rounding boundary):
-- `add_rms_norm_`: residual <- bf16(x + residual); x <- bf16(w * bf16(rms_norm(residual))).
-- `rms_norm_out`: out <- bf16(w * bf16(rms_norm(x))).
-- `rotary_neox_`: x[t, h] <- bf16(bf16(x * cos) + bf16(rotate_half(x) * sin)) in place, for q and k.
-- `silu_and_mul_out`: out <- bf16(bf16(silu(gate)) * up).
-"""
+#include "kernels.h"
+#include "vec.h"
 
-KERNEL_VERSION = "1"
-
-SOURCE = r"""
 namespace {
 
-#if defined(__AVX512F__) && defined(__AVX512BF16__)
+using namespace neutrino::vec;
+
+#if NEUTRINO_HAVE_BF16
 #define NEUTRINO_HAVE_FUSED 1
 
-inline __m512 bf16x16_load(const c10::BFloat16* p) {
-  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-inline void bf16x16_store(c10::BFloat16* p, __m512 x) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(x));
-}
 inline __m512 round_bf16(__m512 x) {  // fp32 -> bf16 -> fp32
   const __m256i h = (__m256i)_mm512_cvtneps_pbh(x);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -35,10 +29,10 @@ inline void norm_row(c10::BFloat16* out, const c10::BFloat16* x, c10::BFloat16* 
                      int64_t n, float eps) {
   __m512 ss = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
-    __m512 h = bf16x16_load(x + i);
+    __m512 h = load16(x + i);
     if (residual != nullptr) {
-      h = round_bf16(_mm512_add_ps(h, bf16x16_load(residual + i)));
-      bf16x16_store(residual + i, h);
+      h = round_bf16(_mm512_add_ps(h, load16(residual + i)));
+      store16(residual + i, h);
     }
     ss = _mm512_fmadd_ps(h, h, ss);
   }
@@ -46,8 +40,8 @@ inline void norm_row(c10::BFloat16* out, const c10::BFloat16* x, c10::BFloat16* 
   const __m512 vinv = _mm512_set1_ps(inv);
   const c10::BFloat16* src = residual != nullptr ? residual : x;
   for (int64_t i = 0; i < n; i += 16) {
-    const __m512 normed = round_bf16(_mm512_mul_ps(bf16x16_load(src + i), vinv));
-    bf16x16_store(out + i, _mm512_mul_ps(bf16x16_load(w + i), normed));
+    const __m512 normed = round_bf16(_mm512_mul_ps(load16(src + i), vinv));
+    store16(out + i, _mm512_mul_ps(load16(w + i), normed));
   }
 }
 #else
@@ -59,6 +53,10 @@ void check_bf16_rows(const at::Tensor& t, const char* name, int64_t n) {
   TORCH_CHECK(t.dim() == 2 && t.size(1) == n && t.stride(1) == 1, name, " must be [T, ", n,
               "] with contiguous rows");
 }
+
+}  // namespace
+
+namespace neutrino {
 
 bool fused_supported(int64_t n) { return NEUTRINO_HAVE_FUSED && n > 0 && n % 16 == 0; }
 
@@ -123,14 +121,14 @@ void rotary_neox_(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& 
       for (int64_t h = 0; h < H; ++h) {
         c10::BFloat16* row = xp + t * s0 + h * s1;
         for (int64_t i = 0; i < half; i += 16) {
-          const __m512 x1 = bf16x16_load(row + i), x2 = bf16x16_load(row + half + i);
+          const __m512 x1 = load16(row + i), x2 = load16(row + half + i);
           // first half: x1 * cos - x2 * sin; second half: x2 * cos + x1 * sin (bf16 after each op)
-          const __m512 a1 = round_bf16(_mm512_mul_ps(x1, bf16x16_load(c + i)));
-          const __m512 b1 = round_bf16(_mm512_mul_ps(x2, bf16x16_load(s + i)));
-          const __m512 a2 = round_bf16(_mm512_mul_ps(x2, bf16x16_load(c + half + i)));
-          const __m512 b2 = round_bf16(_mm512_mul_ps(x1, bf16x16_load(s + half + i)));
-          bf16x16_store(row + i, _mm512_sub_ps(a1, b1));
-          bf16x16_store(row + half + i, _mm512_add_ps(a2, b2));
+          const __m512 a1 = round_bf16(_mm512_mul_ps(x1, load16(c + i)));
+          const __m512 b1 = round_bf16(_mm512_mul_ps(x2, load16(s + i)));
+          const __m512 a2 = round_bf16(_mm512_mul_ps(x2, load16(c + half + i)));
+          const __m512 b2 = round_bf16(_mm512_mul_ps(x1, load16(s + half + i)));
+          store16(row + i, _mm512_sub_ps(a1, b1));
+          store16(row + half + i, _mm512_add_ps(a2, b2));
         }
       }
     }
@@ -153,28 +151,12 @@ void silu_and_mul_out(const at::Tensor& out, const at::Tensor& x) {
   at::parallel_for(0, x.size(0), 4, [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t)
       for (int64_t i = 0; i < I; i += 16) {
-        const __m512 g = bf16x16_load(xp + t * xs + i);
+        const __m512 g = load16(xp + t * xs + i);
         const __m512 silu = round_bf16(_mm512_div_ps(g, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), g)))));
-        bf16x16_store(op + t * os + i, _mm512_mul_ps(silu, bf16x16_load(xp + t * xs + I + i)));
+        store16(op + t * os + i, _mm512_mul_ps(silu, load16(xp + t * xs + I + i)));
       }
   });
 #endif
 }
 
-}  // namespace
-
-TORCH_LIBRARY_FRAGMENT(neutrino_cpu, m) {
-  m.def("fused_supported(int n) -> bool", [](int64_t n) { return fused_supported(n); });
-  m.def("add_rms_norm_(Tensor(a!) x, Tensor(b!) residual, Tensor weight, float eps) -> ()");
-  m.def("rms_norm_out(Tensor(a!) out, Tensor x, Tensor weight, float eps) -> ()");
-  m.def("rotary_neox_(Tensor(a!) x, Tensor cos, Tensor sin, Tensor positions) -> ()");
-  m.def("silu_and_mul_out(Tensor(a!) out, Tensor x) -> ()");
-}
-
-TORCH_LIBRARY_IMPL(neutrino_cpu, CPU, m) {
-  m.impl("add_rms_norm_", &add_rms_norm_);
-  m.impl("rms_norm_out", &rms_norm_out);
-  m.impl("rotary_neox_", &rotary_neox_);
-  m.impl("silu_and_mul_out", &silu_and_mul_out);
-}
-"""
+}  // namespace neutrino

@@ -1,0 +1,1 @@
+"""The CPU kernels compiled at install: their ISA variants (`variants`) and the loader (`loader`)."""
