@@ -154,3 +154,22 @@ def test_default_group_size_fits_the_model(source, tmp_path) -> None:
     with pytest.raises(ConfigError, match="group_size 128 does not divide in_features 64"):
         compress(source, {"quantize": {"method": "rtn", "bits": 4, "group_size": 128}}, tmp_path / "r",
                  evaluate=False, progress=False)
+
+
+def test_fp_target_runs_end_to_end(source, tmp_path) -> None:
+    """GPTQ's fp_target through compress(): layer 0's first group sees the same inputs in both streams, so
+    its target is its own weight (the same codes as plain GPTQ); deeper layers see the compressed stream's
+    drift and get other codes; the option is recorded in the checkpoint."""
+    q = {"method": "gptq", "bits": 4, "group_size": 32}
+    plain, fp = tmp_path / "plain", tmp_path / "fp"
+    compress(source, {"quantize": q, "calibration": CALIB}, plain, evaluate=False, progress=False)
+    result = compress(source, {"quantize": {**q, "fp_target": True}, "calibration": CALIB}, fp, evaluate=False,
+                      progress=False)
+    assert result.quant_config.extra.get("fp_target") is True
+    assert Recipe.from_yaml(fp / "recipe.yaml").quantize.fp_target is True
+    a, b = load_file(plain / "model.safetensors"), load_file(fp / "model.safetensors")
+    for name in ("q_proj", "k_proj", "v_proj"):
+        key = f"model.layers.0.self_attn.{name}.qweight"
+        assert torch.equal(a[key], b[key]), key
+    deeper = [k for k in a if k.startswith("model.layers.1.") and k.endswith(".qweight")]
+    assert deeper and any(not torch.equal(a[k], b[k]) for k in deeper)

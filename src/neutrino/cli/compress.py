@@ -13,7 +13,7 @@ from neutrino.errors import InvalidParameterError
 
 _QUANT_FLAGS = {"bits": "bits", "group_size": "group_size", "asym": "symmetric", "damp": "damp",
                 "act_order": "act_order", "mse": "mse", "sink_weight": "sink_weight",
-                "fp_target": "fp_target", "alpha": "alpha"}
+                "fp_target": "fp_target", "hessian_mse": "hessian_mse", "alpha": "alpha"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--fp-target", action=argparse.BooleanOptionalAction, default=None,
                    help="gptq: fit the uncompressed model's layer outputs, not those of the model compressed "
                         "so far (GPTAQ; about twice the calibration passes; default off)")
+    q.add_argument("--hessian-mse", action=argparse.BooleanOptionalAction, default=None,
+                   help="gptq: weight each column's error in the range search by its Hessian diagonal "
+                        "(default off)")
     q.add_argument("--alpha", type=float, default=None, help="smoothquant migration strength (default 0.5)")
     q.add_argument("--skip", nargs="*", default=None, metavar="NAME",
                    help="modules left dense (default: lm_head model.embed_tokens); no NAME = skip none (both are then "

@@ -22,6 +22,7 @@ from neutrino.cli.engine_flags import add_engine_flags, engine_args_from, parse_
 from neutrino.errors import InvalidParameterError
 
 # flag dest -> (environment variable, parser)
+LOG_LEVELS = ("debug", "info", "warning", "error")
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "host": ("NEUTRINO_HOST", str),
     "port": ("NEUTRINO_PORT", int),
@@ -36,7 +37,6 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "device": ("NEUTRINO_DEVICE", str),
     "log_level": ("NEUTRINO_LOG_LEVEL", lambda v: _choice(v, LOG_LEVELS)),
 }
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _choice(value: str, choices: tuple[str, ...]) -> str:

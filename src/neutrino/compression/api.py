@@ -242,7 +242,8 @@ def _configs(recipe: Recipe, state: CompressionState, calib: CalibrationData | N
         extra["calibration"] = calib.describe()
     if q.method == "gptq":
         extra.update(damp=q.damp, act_order=q.act_order, block_size=q.block_size, mse=q.mse,
-                     sink_weight=q.sink_weight, fp_target=q.fp_target)
+                     sink_weight=q.sink_weight, fp_target=q.fp_target,
+                     hessian_mse=q.hessian_mse)
     elif q.method == "smoothquant":
         extra["alpha"] = q.alpha
     qc = QuantConfig(bits=q.bits, group_size=q.group_size, symmetric=q.symmetric,

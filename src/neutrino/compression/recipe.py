@@ -50,6 +50,7 @@ class QuantizeRecipe:
     mse: bool = True  # gptq: search each group's clipping range instead of using its min and max
     sink_weight: float = 64.0  # gptq: Hessian weight of each calibration sample's first token (1 = plain)
     fp_target: bool = False  # gptq: fit the uncompressed model's layer outputs (GPTAQ), not this model's
+    hessian_mse: bool = False  # gptq: the range search weights each column's error by its Hessian diagonal
     alpha: float = 0.5  # smoothquant: migration strength
     grid: int = 20  # awq: number of scale exponents tried in [0, 1)
     clip: bool = True  # awq: also search a per-group clipping ratio
@@ -81,7 +82,7 @@ class QuantizeRecipe:
         _integer("quantize.block_size", self.block_size, 1)
         _integer("quantize.grid", self.grid, 1)
         _integer("quantize.max_rows", self.max_rows, 16)
-        for name in ("symmetric", "act_order", "clip", "mse", "fp_target"):
+        for name in ("symmetric", "act_order", "clip", "mse", "fp_target", "hessian_mse"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidParameterError(f"quantize.{name}", f"expected true or false, got {getattr(self, name)!r}")
 

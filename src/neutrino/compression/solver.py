@@ -160,7 +160,7 @@ class LayerCompressor:
             w = output_target(lin.weight, st.hessian, st.cross_hessian, q.damp) if q.fp_target else lin.weight
             if mask is not None:
                 w = w.masked_fill(mask, 0.0)
-            qw = gptq_quantize(w, st.hessian, grid, q.damp, q.block_size, q.act_order, mask, q.mse)
+            qw = gptq_quantize(w, st.hessian, grid, q.damp, q.block_size, q.act_order, mask, q.mse, q.hessian_mse)
         elif q.method == "awq" and q.clip and rel not in NO_CLIP:
             qw = quantize_rtn(lin.weight, grid, search_clip(lin.weight, _need(stats).rows, grid))
         else:

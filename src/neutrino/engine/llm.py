@@ -87,7 +87,7 @@ class LLM:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
                                                  tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
+            ids = ids["input_ids"]  # type: ignore[call-overload, index]  # a BatchEncoding
         return list(ids)
 
     def chat(

@@ -43,7 +43,7 @@ class _Job:
         self.echo_text = [self._prompt_text(p) for p in prompts] if req.echo else None
 
     def _prompt_text(self, prompt: str | list[int]) -> str:
-        return prompt if isinstance(prompt, str) else self.ctx.llm.tokenizer.decode(prompt)
+        return prompt if isinstance(prompt, str) else str(self.ctx.llm.tokenizer.decode(prompt))
 
     def usage(self, finals: Sequence[RequestOutput | None]) -> dict[str, int]:
         prompt = sum(len(s.prompt_token_ids) for s in self.streams)

@@ -92,7 +92,7 @@ def render_chat(llm: AsyncLLM, messages: list[ChatMessage], add_generation_promp
     except Exception as exc:  # jinja raises TemplateError etc. for conversations the template refuses
         raise InvalidParameterError("messages", f"the chat template cannot render them: {exc}") from None
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-        ids = ids["input_ids"]
+        ids = ids["input_ids"]  # type: ignore[call-overload, index]  # a BatchEncoding
     return list(ids)
 
 

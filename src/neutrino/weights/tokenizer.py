@@ -30,4 +30,4 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerFast:
         raise CheckpointError(f"{path}: cannot load tokenizer ({type(e).__name__}: {e})") from e
     if not getattr(tok, "is_fast", False):
         raise CheckpointError(f"{path}: tokenizer {type(tok).__name__} is not a fast (tokenizers) tokenizer")
-    return tok
+    return tok  # type: ignore[return-value]  # is_fast checked above

@@ -6,6 +6,8 @@ error over the columns not yet quantized, weighted by the inverse Hessian of the
 - Groups: without act-order a group's scale and zero are found when its first column is reached, from
   the weights as updated so far. With `act_order` columns go by decreasing Hessian diagonal and every
   group's parameters are fixed up front (the checkpoint format has no column permutation).
+- `hessian_mse` (with `mse`): the range search weights each column's error by its Hessian diagonal
+  (the mean squared input of that column), so clipping spares the weights of large inputs.
 - `mask` (pruned weights, True = zero): those weights are forced to zero, so pruning then GPTQ keeps the
   sparsity and compensates the pruning error too.
 """
@@ -27,14 +29,23 @@ def gptq_quantize(
     act_order: bool = False,
     mask: torch.Tensor | None = None,
     mse: bool = False,
+    hessian_mse: bool = False,
 ) -> QuantizedWeight:
     """GPTQ-quantize a [N, K] weight given the Hessian [K, K] (2/n X^T X) of its inputs; `mse` searches
     each group's clipping range (`QuantGrid.params_mse`) instead of taking its min and max."""
     W, H = prepare(w, hessian)
-    find = grid.params_mse if mse else grid.params
     n, k = W.shape
     num_groups = grid.groups(k)
     gs = k // num_groups
+    col_weight = torch.diag(H).clamp_min(0).reshape(num_groups, gs) if hessian_mse else None
+
+    def find(block: torch.Tensor, g: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parameters of all groups ([n, G, gs] blocks, g None) or of group g ([n, gs])."""
+        if not mse:
+            return grid.params(block)
+        weights = None if col_weight is None else col_weight if g is None else col_weight[g]
+        return grid.params_mse(block, weights=weights)
+
     perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(k)
     fixed = act_order or grid.group_size == -1
     scales = torch.empty(n, num_groups)
@@ -57,7 +68,7 @@ def gptq_quantize(
             g = int(perm[col]) // gs
             if not fixed and col % gs == 0:  # first column of a group: its parameters, from current W
                 block = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :gs]
-                scales[:, g], zeros[:, g] = find(block)
+                scales[:, g], zeros[:, g] = find(block, g)
             w_col = W1[:, i]
             q = grid.fake(w_col, scales[:, g], zeros[:, g])
             if mask is not None:

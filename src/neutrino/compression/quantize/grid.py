@@ -62,14 +62,16 @@ class QuantGrid:
         ratios = [1.0 - (1.0 - min_ratio) * i / steps for i in range(steps + 1)]
         return ratios + ([self.maxq / (self.maxq - 1)] if self.symmetric else [])
 
-    def params_mse(self, w: torch.Tensor, steps: int = 20, min_ratio: float = 0.75,
-                   norm: float = 2.4) -> tuple[torch.Tensor, torch.Tensor]:
+    def params_mse(self, w: torch.Tensor, steps: int = 20, min_ratio: float = 0.75, norm: float = 2.4,
+                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Like `params`, with each group's range scaled by the `range_ratios` entry that minimises
-        sum |w - Q(w)|^norm over the group (the GPTQ reference's `mse` quantizer, plus the widening)."""
+        sum |w - Q(w)|^norm over the group (the GPTQ reference's `mse` quantizer, plus the widening);
+        `weights` (broadcastable to `w`, e.g. each column's Hessian diagonal) weight that sum."""
         best_scale = best_zero = best_err = None
         for ratio in self.range_ratios(steps, min_ratio):
             scale, zero = self.params(w * ratio)
-            err = (self.fake(w, scale[..., None], zero[..., None]) - w).abs().pow(norm).sum(-1)
+            err = (self.fake(w, scale[..., None], zero[..., None]) - w).abs().pow(norm)
+            err = (err if weights is None else err * weights).sum(-1)
             if best_err is None:
                 best_scale, best_zero, best_err = scale, zero, err
                 continue
