@@ -8,6 +8,7 @@ import importlib.metadata
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -85,10 +86,12 @@ def _hf_config(cfg: ModelConfig, path: Path):  # -> transformers.PretrainedConfi
     )
 
 
-def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> None:
+def convert_gguf_to_hf(gguf_path: Path, out_dir: Path, progress: bool = False) -> None:
     """Write `config.json`, `generation_config.json`, float32 `model.safetensors` and the tokenizer
-    files for the (llama/qwen2/qwen3) GGUF `gguf_path` into the existing directory `out_dir`."""
+    files for the (llama/qwen2/qwen3) GGUF `gguf_path` into the existing directory `out_dir`;
+    `progress`: a bar over the tensors on stderr."""
     from safetensors.torch import save_file
+    from tqdm import tqdm
     from transformers import GenerationConfig
 
     from neutrino.weights.gguf_loader import config_from_reader, iter_reader_weights, open_gguf
@@ -97,7 +100,9 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> None:
     reader = open_gguf(gguf_path)
     cfg = config_from_reader(reader, gguf_path)
     hf_cfg = _hf_config(cfg, gguf_path)
-    tensors = dict(iter_reader_weights(reader, gguf_path, cfg))
+    bar = tqdm(iter_reader_weights(reader, gguf_path, cfg), total=len(reader.tensors), unit="tensor",
+               desc="dequantizing", file=sys.stderr, disable=not progress, leave=False)
+    tensors = dict(bar)
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     del tensors
     hf_cfg.save_pretrained(out_dir)
@@ -132,8 +137,10 @@ def default_model_dir() -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=models))
     except OSError as e:
         raise CheckpointError(f"{models}: cannot create the model cache directory ({e})") from e
+    print(f"neutrino: first use of the default model: converting {gguf_path.name} into {target} "
+          "(once; later runs load it from there)", file=sys.stderr, flush=True)
     try:
-        convert_gguf_to_hf(gguf_path, tmp)
+        convert_gguf_to_hf(gguf_path, tmp, progress=True)
         _publish(tmp, target)
     except OSError as e:
         raise CheckpointError(f"{target}: cannot write the converted default model ({e})") from e
