@@ -51,7 +51,8 @@ def variants(group: int) -> dict[str, dict[str, Any]]:
     """Recipe (without calibration) of every variant; 4- and 3-bit use symmetric groups of `group`. GPTQ
     runs with its defaults (act-order, sink weight 64); `-nosink`: sink weight 1 (the reference tools'
     settings); `-plain`: act-order off and sink weight 1 (the defaults before 2026-12-02); `-fp`: fp_target
-    (fit the uncompressed layer outputs); `-damp`: damping 0.1."""
+    (fit the uncompressed layer outputs); `-damp`: damping 0.1; `-hmse`: hessian_mse (the group range search
+    weighted by the Hessian diagonal)."""
     q = {"bits": 4, "group_size": group, "symmetric": True}
     q3 = {**q, "bits": 3}
     best: dict[str, Any] = {}
@@ -72,6 +73,9 @@ def variants(group: int) -> dict[str, dict[str, Any]]:
         "w4-gptq-fp": {"quantize": {"method": "gptq", **q, "fp_target": True}},
         "w4-gptq-fp-damp": {"quantize": {"method": "gptq", **q, "fp_target": True, "damp": 0.1}},
         "w3-gptq-fp": {"quantize": {"method": "gptq", **q3, "fp_target": True}},
+        "w4-gptq-hmse": {"quantize": {"method": "gptq", **q, "hessian_mse": True}},
+        "w4-gptq-fp-hmse": {"quantize": {"method": "gptq", **q, "fp_target": True, "hessian_mse": True}},
+        "w3-gptq-hmse": {"quantize": {"method": "gptq", **q3, "hessian_mse": True}},
         # embeddings and (tied) lm_head quantized too (RTN), for the memory targets
         "int8-rtn-all": {"quantize": {"method": "rtn", "bits": 8, "group_size": -1}, "skip": []},
         "w4-rtn-all": {"quantize": {"method": "rtn", **q}, "skip": []},

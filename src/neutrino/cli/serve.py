@@ -36,7 +36,14 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "dtype": ("NEUTRINO_DTYPE", str),
     "device": ("NEUTRINO_DEVICE", str),
     "log_level": ("NEUTRINO_LOG_LEVEL", lambda v: _choice(v, LOG_LEVELS)),
+    "engine_process": ("NEUTRINO_ENGINE_PROCESS", lambda v: _boolean(v)),
 }
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError("expected 1, 0, true, false, yes or no")
+    return value.lower() in ("1", "true", "yes")
 
 
 def _choice(value: str, choices: tuple[str, ...]) -> str:
@@ -73,6 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--log-level", default="info", choices=LOG_LEVELS,
                    help="[NEUTRINO_LOG_LEVEL]")
     g.add_argument("--log-format", default="json", choices=["json", "text"], help="log line format")
+    g.add_argument("--engine-process", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the engine core in its own process, apart from HTTP and tokenization "
+                        "(default); --no-engine-process runs it on a thread of the server [NEUTRINO_ENGINE_PROCESS]")
     try:
         defaults = env_defaults()
     except InvalidParameterError as exc:  # reported when `serve` runs, not while building the parser
@@ -122,8 +132,9 @@ def run_serve(ns: argparse.Namespace) -> int:
     configure_logging(ns.log_level, ns.log_format)
     from neutrino.engine.async_llm import AsyncLLM  # imports torch
 
-    llm = AsyncLLM.from_engine_args(args, max_queued=ns.max_queued_requests)
-    settings = settings_from(ns, llm.engine.resolved.name, str(llm.engine.resolved.path))
+    llm = AsyncLLM.from_engine_args(args, max_queued=ns.max_queued_requests, engine_process=ns.engine_process,
+                                    log_config=(ns.log_level, ns.log_format))
+    settings = settings_from(ns, llm.info.model_name, llm.info.model_path)
     from neutrino.server.app import build_app
     from neutrino.server.uvicorn_server import serve
 

@@ -1,10 +1,9 @@
-"""AsyncLLM: an LLMEngine driven by one background thread, for asyncio servers.
+"""AsyncLLM: the asyncio-facing request API over an EngineCore that runs on a thread of this process
+or in an engine process of its own (engine/core_client.py).
 
-The engine is touched only by its thread: the asyncio side validates a request synchronously (so a bad
-one fails before anything is queued), then sends `add`/`abort` commands through a thread-safe queue
-that the thread drains before every step. Outputs go back to per-request `RequestStream`s with
-`loop.call_soon_threadsafe`. Torch releases the GIL inside its kernels, so the event loop keeps
-serving while a step runs.
+The asyncio side validates a request synchronously against the engine's `EngineInfo` (so a bad one fails
+before anything is queued), tokenizes it with its own tokenizer, and sends `add`/`abort` commands to the
+core. Outputs come back to per-request `RequestStream`s through `loop.call_soon_threadsafe`.
 """
 
 from __future__ import annotations
@@ -13,89 +12,110 @@ import asyncio
 import copy
 import itertools
 import logging
-import queue
-import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from neutrino.engine.args import EngineArgs
+from neutrino.engine.core import Item
+from neutrino.engine.core_client import ProcessCore, ThreadCore
 from neutrino.engine.llm_engine import LLMEngine
 from neutrino.engine.request_stream import EngineStats, RequestStream
-from neutrino.errors import (
-    EngineStepError,
-    EngineUnavailableError,
-    InvalidParameterError,
-    QueueFullError,
-)
+from neutrino.errors import EngineUnavailableError, InvalidParameterError, QueueFullError
 from neutrino.outputs import RequestOutput
 from neutrino.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
 Prompt = str | Sequence[int]
-_STOP = ("stop",)
 
 
 class AsyncLLM:
-    """Owns an LLMEngine and the thread that runs its step loop; the asyncio-facing request API.
+    """Streams, admission control and validation in front of an engine core.
 
-    `add_request` and `generate` must be called on the event loop thread after `start()`."""
+    `add_request` and `generate` must be called on the event loop thread after `start()`. Built on an
+    LLMEngine it runs the core on a thread (restartable: `start` after `shutdown` works); built on a
+    ProcessCore (`from_engine_args(..., engine_process=True)`) the core runs in its own process, which
+    `shutdown` stops for good."""
 
-    def __init__(self, engine: LLMEngine, max_queued: int = 256) -> None:
-        self.engine = engine
-        # A private tokenizer: HF tokenizers must not be used by two threads at once, and the engine
-        # thread detokenizes with the engine's.
-        self.tokenizer = copy.deepcopy(engine.tokenizer)
-        self.max_model_len = engine.max_model_len
-        kv = engine.scheduler.kv_cache_manager  # the last token is never cached, hence + 1
-        self.context_limit = min(self.max_model_len, kv.capacity_tokens + 1)  # longest prompt + output
-        self.vocab_size = engine.model_config.vocab_size
+    def __init__(self, engine: LLMEngine | ProcessCore, max_queued: int = 256) -> None:
+        if isinstance(engine, LLMEngine):
+            self._core: ThreadCore | ProcessCore = ThreadCore(engine)
+            # A private tokenizer: HF tokenizers must not be used by two threads at once, and the engine
+            # thread detokenizes with the engine's.
+            self.tokenizer = copy.deepcopy(engine.tokenizer)
+        else:
+            from neutrino.weights.tokenizer import load_tokenizer
+
+            self._core = engine
+            self.tokenizer = load_tokenizer(Path(engine.info.tokenizer_path))
+        self.info = self._core.info
+        self.max_model_len = self.info.max_model_len
+        self.context_limit = self.info.context_limit  # longest prompt + output
+        self.vocab_size = self.info.vocab_size
         self.max_queued = max_queued
-        self.capacity = engine.args.max_num_seqs + max_queued  # sequences running or waiting
-        self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.capacity = self.info.max_num_seqs + max_queued  # sequences running or waiting
         self._streams: dict[str, RequestStream] = {}
         self._num_seqs = 0
         self._ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._accepting = True
         self._dead: str | None = None
-        self._live: set[str] = set()  # engine thread only: requests added and not finished
-        self._counters = {"aborted": 0, "step_errors": 0}
-        self._stats = EngineStats()
+        self._stats = EngineStats(num_total_blocks=self.info.num_usable_blocks)
         self._finish_listeners: list[Callable[[RequestStream], None]] = []
 
     @classmethod
-    def from_engine_args(cls, args: EngineArgs, max_queued: int = 256) -> AsyncLLM:
+    def from_engine_args(cls, args: EngineArgs, max_queued: int = 256, engine_process: bool = False,
+                         log_config: tuple[str, str] | None = None) -> AsyncLLM:
+        """Load the engine here (a thread runs it) or, with `engine_process`, in a spawned engine process
+        (`log_config`: (level, format) for its logging)."""
+        if engine_process:
+            return cls(ProcessCore(args, log_config), max_queued)
         return cls(LLMEngine(args), max_queued)
+
+    @property
+    def engine(self) -> LLMEngine:
+        """The in-process engine (thread mode only)."""
+        if not isinstance(self._core, ThreadCore):
+            raise AttributeError("the engine runs in another process")
+        return self._core.engine
+
+    @property
+    def engine_pid(self) -> int | None:
+        """The engine process's pid, or None when the engine runs on a thread here."""
+        return self._core.pid if isinstance(self._core, ProcessCore) else None
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the engine thread; outputs are delivered to the running event loop."""
-        if self._thread is not None:
+        """Start the engine core; outputs are delivered to the running event loop."""
+        if self._started:
             return
         self._loop = asyncio.get_running_loop()
         self._accepting = True
-        self._publish_stats()
-        self._thread = threading.Thread(target=self._run, name="neutrino-engine", daemon=True)
-        self._thread.start()
+        self._started = True
+        self._core.start(self)
+        logger.info("engine core running on %s", "an engine process (pid %d)" % self._core.pid
+                    if isinstance(self._core, ProcessCore) else "a thread of the API process")
 
     def stop_accepting(self) -> None:
         """New requests get EngineUnavailableError from now on (draining)."""
         self._accepting = False
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Abort everything in flight and stop the engine thread."""
+        """Abort everything in flight and stop the engine core."""
         self._accepting = False
-        if self._thread is not None:
-            self._commands.put(_STOP)
-            self._thread.join(timeout)
-            self._thread = None
+        if self._started:
+            self._core.shutdown(timeout)
+            self._started = False
+            # after the core's last deliveries: requests queued but never added fail too
+            self._call_in_loop(self._fail_streams,
+                               EngineUnavailableError("the server shut down before the request finished"))
 
     @property
     def is_running(self) -> bool:
-        return self._thread is not None and self._dead is None
+        return self._started and self._dead is None
 
     @property
     def num_requests(self) -> int:
@@ -119,12 +139,12 @@ class AsyncLLM:
             if not ids:
                 raise InvalidParameterError("prompt", f"{prompt!r:.40} has no tokens")
             return ids
-        return self.engine.tokenize(prompt)  # ids only: does not touch the engine's tokenizer
+        return self.info.check_ids(prompt)
 
     def prepare(self, prompt: Prompt, params: SamplingParams) -> list[int]:
         """Tokenize and check that the request fits the model; raises InvalidParameterError or
         RequestRejectedError. Queues nothing."""
-        return self.engine.validate_request(self.tokenize(prompt), params)
+        return self.info.check(self.tokenize(prompt), params)
 
     def check_admission(self, num_seqs: int) -> None:
         """Raise unless `num_seqs` more sequences may be queued now."""
@@ -135,7 +155,7 @@ class AsyncLLM:
         if num_seqs > self.capacity:
             raise InvalidParameterError(
                 "n", f"{num_seqs} sequences exceed what this server can ever queue ({self.capacity} = "
-                     f"max_num_seqs {self.engine.args.max_num_seqs} + max_queued {self.max_queued})")
+                     f"max_num_seqs {self.info.max_num_seqs} + max_queued {self.max_queued})")
         if self._num_seqs + num_seqs > self.capacity:
             raise QueueFullError(
                 f"the request queue is full ({self._num_seqs} sequences running or waiting, limit "
@@ -143,7 +163,7 @@ class AsyncLLM:
 
     def add_request(self, prompt: Prompt, params: SamplingParams, request_id: str | None = None) -> RequestStream:
         """Validate, admit and queue a request; returns its stream. Raises before queuing anything."""
-        if self._loop is None:
+        if self._loop is None or not self._started:
             raise EngineUnavailableError("the engine is not started")
         ids = self.prepare(prompt, params)
         self.check_admission(params.n)
@@ -153,7 +173,7 @@ class AsyncLLM:
         stream = RequestStream(rid, ids, params.n, self._on_close)
         self._streams[rid] = stream
         self._num_seqs += params.n
-        self._commands.put(("add", rid, ids, params))
+        self._core.add(rid, ids, params)
         return stream
 
     async def generate(self, prompt: Prompt, params: SamplingParams,
@@ -182,105 +202,35 @@ class AsyncLLM:
             return
         self._num_seqs -= stream.n
         if not stream.finished:
-            self._commands.put(("abort", stream.request_id))
+            self._core.abort(stream.request_id)
         for listener in self._finish_listeners:
             try:
                 listener(stream)
             except Exception:
                 logger.exception("finish listener failed")
 
-    def _dispatch(self, items: list[tuple[str, RequestOutput | BaseException]]) -> None:
-        """Event loop side of delivery."""
+    # ---- the core's callbacks (its thread) ---------------------------------------------------------
+    def on_step(self, items: list[Item], stats: EngineStats) -> None:
+        self._stats = stats  # before delivery: a client that saw its tokens sees the stats after them
+        if items:
+            self._call_in_loop(self._dispatch, items)
+
+    def on_dead(self, reason: str) -> None:
+        self._dead = reason
+        error = EngineUnavailableError(f"the engine loop stopped: {reason}", retry_after=30.0)
+        self._call_in_loop(self._fail_streams, error)  # also requests queued but never added
+
+    # ---- event loop side of delivery -----------------------------------------------------------------
+    def _dispatch(self, items: list[Item]) -> None:
         for rid, item in items:
             stream = self._streams.get(rid)
-            if stream is not None:
+            if stream is not None and item is not None:
                 stream._put(item)
 
     def _fail_streams(self, error: BaseException) -> None:
         for stream in list(self._streams.values()):
             if not stream.finished:
                 stream._put(error)
-
-    # ---- the engine thread ------------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            while self._run_once():
-                pass
-        except BaseException as exc:  # the loop must never die silently
-            logger.exception("engine loop stopped")
-            self._dead = f"{type(exc).__name__}: {exc}"
-            error = EngineUnavailableError(f"the engine loop stopped: {self._dead}", retry_after=30.0)
-        else:
-            error = EngineUnavailableError("the server shut down before the request finished")
-        self._fail_live(error)
-        self._publish_stats()
-        self._call_in_loop(self._fail_streams, error)  # also requests queued but never added
-
-    def _run_once(self) -> bool:
-        for cmd in self._take_commands(block=not self._live):
-            if cmd is _STOP:
-                return False
-            if cmd[0] == "add":
-                self._apply_add(*cmd[1:])
-            else:
-                self._apply_abort(cmd[1])
-        if self._live:
-            self._step()
-        else:
-            self._publish_stats()
-        return True
-
-    def _take_commands(self, block: bool) -> list[tuple[Any, ...]]:
-        cmds = [self._commands.get()] if block else []
-        while True:
-            try:
-                cmds.append(self._commands.get_nowait())
-            except queue.Empty:
-                return cmds
-
-    def _apply_add(self, rid: str, token_ids: list[int], params: SamplingParams) -> None:
-        try:
-            self.engine.add_request(rid, token_ids, params)
-        except Exception as exc:  # validated before queuing, so this is unexpected
-            logger.warning("request %s rejected by the engine: %s", rid, exc)
-            self._deliver([(rid, exc)])
-            return
-        self._live.add(rid)
-
-    def _apply_abort(self, rid: str) -> None:
-        if rid in self._live:
-            self.engine.abort_request(rid)
-            self._live.discard(rid)
-            self._counters["aborted"] += 1
-
-    def _step(self) -> None:
-        try:
-            outputs = self.engine.step()
-        except Exception as exc:
-            self._counters["step_errors"] += 1
-            logger.exception("engine step failed; failing %d requests in flight", len(self._live),
-                             extra={"failed_request_ids": ",".join(sorted(self._live))})
-            self._fail_live(EngineStepError(f"the engine failed while running this request: "
-                                            f"{type(exc).__name__}: {exc}"))
-            return
-        for out in outputs:
-            if out.finished:
-                self._live.discard(out.request_id)
-        self._publish_stats()  # before delivery: a client that saw its tokens sees the stats after them
-        self._deliver([(out.request_id, out) for out in outputs])
-
-    def _fail_live(self, error: BaseException) -> None:
-        ids = list(self._live)
-        self._live.clear()
-        try:
-            self.engine.abort_request(ids)
-        except Exception:
-            logger.exception("aborting failed requests raised too")
-        self._deliver([(rid, error) for rid in ids])
-
-    def _deliver(self, items: list[tuple[str, RequestOutput | BaseException]]) -> None:
-        if items:
-            self._call_in_loop(self._dispatch, items)
 
     def _call_in_loop(self, fn: Callable[[Any], None], arg: Any) -> None:
         if self._loop is None:
@@ -289,15 +239,3 @@ class AsyncLLM:
             self._loop.call_soon_threadsafe(fn, arg)
         except RuntimeError:  # the event loop is closed: nobody is listening any more
             pass
-
-    def _publish_stats(self) -> None:
-        s = self.engine.scheduler.stats()
-        kv = self.engine.scheduler.kv_cache_manager
-        self._stats = EngineStats(
-            num_running=s["num_running"], num_waiting=s["num_waiting"],
-            num_total_blocks=kv.num_usable_blocks, num_free_blocks=s["num_free_blocks"],
-            kv_cache_usage=s["kv_cache_usage"], prefix_cache_queries=s["prefix_cache_queries"],
-            prefix_cache_hits=s["prefix_cache_hits"], num_preemptions=s["num_preemptions"],
-            num_aborted=self._counters["aborted"], num_step_errors=self._counters["step_errors"],
-            num_unfinished=self.engine.get_num_unfinished_requests(),
-        )

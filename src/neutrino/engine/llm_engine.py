@@ -12,8 +12,9 @@ import torch
 from neutrino.config import CacheConfig, ModelConfig, SchedulerConfig
 from neutrino.engine.args import EngineArgs
 from neutrino.engine.detokenizer import IncrementalDetokenizer
+from neutrino.engine.limits import EngineInfo
 from neutrino.engine.request_state import ChildState, ParentState
-from neutrino.errors import InvalidParameterError, RequestRejectedError
+from neutrino.errors import InvalidParameterError
 from neutrino.models.catalog import get_model_class
 from neutrino.outputs import RequestOutput, TokenLogprob
 from neutrino.request import Request, RequestStatus
@@ -69,6 +70,10 @@ class LLMEngine:
         self._children: dict[str, tuple[ParentState, ChildState]] = {}
         self._requests: dict[str, Request] = {}
         self._counter = itertools.count()
+        self.info = EngineInfo(
+            self.resolved.name, str(self.resolved.path), str(self.resolved.tokenizer_path or self.resolved.path),
+            self.max_model_len, self.model_config.vocab_size, args.block_size,
+            self.scheduler.kv_cache_manager.num_usable_blocks, args.max_num_seqs)
         logger.info("engine ready: %s on %s (%s), %d KV blocks of %d tokens, max_model_len %d",
                     self.resolved.name, self.device, self.dtype, self.runner.num_blocks, args.block_size,
                     self.max_model_len)
@@ -89,14 +94,7 @@ class LLMEngine:
             if not prompt:
                 raise InvalidParameterError("prompt", "must not be empty")
             return list(self.tokenizer(prompt)["input_ids"])
-        ids = list(prompt)
-        vocab = self.model_config.vocab_size
-        if not ids:
-            raise InvalidParameterError("prompt", "token id list must not be empty")
-        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab]
-        if bad:
-            raise InvalidParameterError("prompt", f"token ids must be integers in [0, {vocab}), got {bad[:5]}")
-        return ids
+        return self.info.check_ids(prompt)
 
     def add_request(self, request_id: str, prompt: str | Sequence[int], params: SamplingParams | None = None) -> None:
         """Queue a request (n child sequences); raises if it is invalid or can never fit."""
@@ -118,26 +116,10 @@ class LLMEngine:
         """Tokenize and check a request without queuing it; raises what `add_request` would for a bad
         prompt or one that can never fit. Reads no mutable state, so another thread may call it with
         token ids (a string prompt uses this engine's tokenizer)."""
-        token_ids = self.tokenize(prompt)
-        max_tokens = self._resolve_max_tokens(len(token_ids), params)
-        kv = self.scheduler.kv_cache_manager
-        needed = kv.blocks_needed(len(token_ids) + max_tokens - 1)
-        if needed > kv.num_usable_blocks:
-            raise RequestRejectedError(
-                f"prompt has {len(token_ids)} tokens and max_tokens is {max_tokens}: it needs {needed} KV "
-                f"blocks but the whole KV cache has {kv.num_usable_blocks} blocks of {kv.block_size} tokens"
-            )
-        return token_ids
+        return self.info.check(self.tokenize(prompt), params)
 
     def _resolve_max_tokens(self, prompt_len: int, params: SamplingParams) -> int:
-        room = self.max_model_len - prompt_len
-        if room <= 0 or (params.max_tokens is not None and params.max_tokens > room):
-            want = "" if params.max_tokens is None else f" + max_tokens {params.max_tokens}"
-            raise RequestRejectedError(
-                f"prompt has {prompt_len} tokens{want}, which exceeds the model's maximum context length "
-                f"of {self.max_model_len} tokens"
-            )
-        return params.max_tokens if params.max_tokens is not None else room
+        return self.info.max_tokens(prompt_len, params)
 
     def _make_child(self, parent_id: str, index: int, token_ids: list[int], params: SamplingParams,
                     max_tokens: int) -> ChildState:

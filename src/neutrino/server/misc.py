@@ -21,7 +21,7 @@ _STARTED = int(time.time())
 
 def _model_card(ctx: ServerContext) -> dict[str, Any]:
     return {"id": ctx.settings.served_model_name, "object": "model", "created": _STARTED, "owned_by": "neutrino",
-            "root": str(ctx.llm.engine.resolved.path), "max_model_len": ctx.llm.max_model_len}
+            "root": ctx.llm.info.model_path, "max_model_len": ctx.llm.max_model_len}
 
 
 @router.get("/v1/models")
