@@ -49,13 +49,15 @@ TARGETS = {  # variant -> (kind, bound, RTN variant for gap closure)
 
 def variants(group: int) -> dict[str, dict[str, Any]]:
     """Recipe (without calibration) of every variant; 4- and 3-bit use symmetric groups of `group`. GPTQ
-    runs with its defaults (act-order, sink weight 64); `-nosink`: sink weight 1 (the reference tools'
-    settings); `-plain`: act-order off and sink weight 1 (the defaults before 2026-12-02); `-fp`: fp_target
-    (fit the uncompressed layer outputs); `-damp`: damping 0.1; `-hmse`: hessian_mse (the group range search
-    weighted by the Hessian diagonal)."""
+    runs with its defaults (act-order, MSE range search weighted by the Hessian diagonal, sink weight 64).
+    The other GPTQ rows search unweighted (hessian_mse off, the defaults before 2026-12-03): `-nohmse`
+    only that; `-nosink`: sink weight 1 (the reference tools' settings); `-plain`: act-order off and sink
+    weight 1 (the defaults before 2026-12-02); `-fp`: fp_target (fit the uncompressed layer outputs);
+    `-damp`: damping 0.1."""
     q = {"bits": 4, "group_size": group, "symmetric": True}
     q3 = {**q, "bits": 3}
     best: dict[str, Any] = {}
+    old = {"hessian_mse": False}
     return {
         "int8-rtn": {"quantize": {"method": "rtn", "bits": 8, "group_size": -1}},
         "w4-rtn": {"quantize": {"method": "rtn", **q}},
@@ -68,18 +70,17 @@ def variants(group: int) -> dict[str, dict[str, Any]]:
         "sp50-sparsegpt": {"prune": {"method": "sparsegpt", "sparsity": 0.5}},
         "2:4-sparsegpt": {"prune": {"method": "sparsegpt", "pattern": "2:4"}},
         "w8a8-smoothquant": {"quantize": {"method": "smoothquant"}},
-        "w4-gptq-nosink": {"quantize": {"method": "gptq", **q, "sink_weight": 1.0}},
-        "w4-gptq-plain": {"quantize": {"method": "gptq", **q, "act_order": False, "sink_weight": 1.0}},
-        "w4-gptq-fp": {"quantize": {"method": "gptq", **q, "fp_target": True}},
-        "w4-gptq-fp-damp": {"quantize": {"method": "gptq", **q, "fp_target": True, "damp": 0.1}},
-        "w3-gptq-fp": {"quantize": {"method": "gptq", **q3, "fp_target": True}},
-        "w4-gptq-hmse": {"quantize": {"method": "gptq", **q, "hessian_mse": True}},
-        "w4-gptq-fp-hmse": {"quantize": {"method": "gptq", **q, "fp_target": True, "hessian_mse": True}},
-        "w3-gptq-hmse": {"quantize": {"method": "gptq", **q3, "hessian_mse": True}},
+        "w4-gptq-nosink": {"quantize": {"method": "gptq", **q, **old, "sink_weight": 1.0}},
+        "w4-gptq-plain": {"quantize": {"method": "gptq", **q, **old, "act_order": False, "sink_weight": 1.0}},
+        "w4-gptq-fp": {"quantize": {"method": "gptq", **q, **old, "fp_target": True}},
+        "w4-gptq-fp-damp": {"quantize": {"method": "gptq", **q, **old, "fp_target": True, "damp": 0.1}},
+        "w3-gptq-fp": {"quantize": {"method": "gptq", **q3, **old, "fp_target": True}},
+        "w4-gptq-nohmse": {"quantize": {"method": "gptq", **q, **old}},
+        "w3-gptq-nohmse": {"quantize": {"method": "gptq", **q3, **old}},
         # embeddings and (tied) lm_head quantized too (RTN), for the memory targets
         "int8-rtn-all": {"quantize": {"method": "rtn", "bits": 8, "group_size": -1}, "skip": []},
         "w4-rtn-all": {"quantize": {"method": "rtn", **q}, "skip": []},
-        "w4-gptq-all": {"quantize": {"method": "gptq", **q, **best}, "skip": []},
+        "w4-gptq-all": {"quantize": {"method": "gptq", **q, **old}, "skip": []},
     }
 
 

@@ -109,7 +109,7 @@ def test_gptq_defaults_are_the_measured_best() -> None:
     from neutrino.compression.solver import LayerCompressor
 
     q = QuantizeRecipe("gptq")
-    assert (q.act_order, q.mse, q.sink_weight, q.damp) == (True, True, 64.0, 0.01)
+    assert (q.act_order, q.mse, q.hessian_mse, q.sink_weight, q.damp) == (True, True, True, 64.0, 0.01)
     spec = LayerCompressor(Recipe(quantize=q).validate(), lambda name: False).spec()
     assert spec.hessian and spec.sink_weight == 64.0
     plain = LayerCompressor(Recipe(quantize=QuantizeRecipe("gptq", sink_weight=1.0)).validate(), lambda n: False)

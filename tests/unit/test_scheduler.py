@@ -11,6 +11,7 @@ import pytest
 from neutrino.config import CacheConfig, SchedulerConfig
 from neutrino.errors import RequestRejectedError
 from neutrino.request import Request, RequestStatus
+from neutrino.runner.request_states import RequestStates
 from neutrino.sampling_params import SamplingParams
 from neutrino.scheduler import ModelRunnerOutput, Scheduler, SchedulerOutput
 
@@ -48,37 +49,49 @@ def make_scheduler(
 
 
 class FakeRunner:
-    """Checks each step's invariants, keeps a fake KV cache (one token id per slot) and verifies every
-    request's context is really in its blocks, then samples `token_fn(request)` (default FIXED_TOKEN)."""
+    """Checks each step's invariants, keeps the runner's request states from the scheduler's diffs (the
+    real RequestStates) and checks them against the scheduler's requests, keeps a fake KV cache (one
+    token id per slot) and verifies every request's context is really in its blocks, then samples
+    `token_fn(request)` (default FIXED_TOKEN)."""
 
     def __init__(self, scheduler: Scheduler, token_fn: Callable[[Request], int] | None = None) -> None:
         self.scheduler = scheduler
         self.token_fn = token_fn or (lambda request: FIXED_TOKEN)
         self.kv: dict[tuple[int, int], int] = {}  # (block id, offset) -> token id written there
         self.outputs: list[SchedulerOutput] = []
+        self.fed: list[dict[str, list[int]]] = []  # per step: request id -> the tokens it computed
+        self.states = RequestStates(scheduler.scheduler_config.max_num_seqs)
 
     def execute(self, out: SchedulerOutput) -> ModelRunnerOutput:
         cfg = self.scheduler.scheduler_config
-        assert out.num_scheduled_tokens == sum(len(s.token_ids) for s in out.scheduled)
+        assert out.num_scheduled_tokens == sum(s.num_new_tokens for s in out.scheduled)
         assert out.num_scheduled_tokens <= cfg.max_num_batched_tokens
         assert len(out.scheduled) <= cfg.max_num_seqs and self.scheduler.num_running <= cfg.max_num_seqs
-        sampled = {}
-        for s in out.scheduled:
+        states = self.states.apply(out)
+        assert len({st.row for st in states}) == len(states)  # one batch row each
+        sampled, fed = {}, {}
+        for s, state in zip(out.scheduled, states, strict=True):
             request = self.scheduler.requests[s.request_id]
-            start, end = s.num_computed_tokens, s.num_computed_tokens + len(s.token_ids)
-            assert s.token_ids and s.token_ids == request.all_token_ids[start:end]
-            assert 0 not in s.block_ids and len(s.block_ids) == -(-end // BLOCK_SIZE)
+            start, end = s.num_computed_tokens, s.num_computed_tokens + s.num_new_tokens
+            tokens = state.all_token_ids[start:end]
+            assert tokens and tokens == request.all_token_ids[start:end] and state.all_token_ids == request.all_token_ids
+            block_ids = state.block_ids
+            assert block_ids == self.scheduler.kv_cache_manager.get_block_ids(s.request_id)
+            assert 0 not in block_ids and len(block_ids) == -(-end // BLOCK_SIZE)
             for pos in range(start):  # the context must already be in the KV cache
-                assert self.kv.get(self._slot(s.block_ids, pos)) == request.all_token_ids[pos], (
+                assert self.kv.get(self._slot(block_ids, pos)) == request.all_token_ids[pos], (
                     s.request_id,
                     pos,
                 )
             for pos in range(start, end):
-                self.kv[self._slot(s.block_ids, pos)] = request.all_token_ids[pos]
+                self.kv[self._slot(block_ids, pos)] = request.all_token_ids[pos]
             assert s.sample == (end == request.num_tokens)
+            fed[s.request_id] = tokens
             if s.sample:
                 sampled[s.request_id] = self.token_fn(request)
+                state.all_token_ids.append(sampled[s.request_id])
         self.outputs.append(out)
+        self.fed.append(fed)
         return ModelRunnerOutput(sampled_token_ids=sampled)
 
     @staticmethod
@@ -191,12 +204,12 @@ def test_chunked_prefill_runs_alongside_decodes_within_budget() -> None:
         scheduler.add_request(r)
     runner = FakeRunner(scheduler)
     out, _ = step(scheduler, runner)
-    assert [len(s.token_ids) for s in out.scheduled] == [3, 3, 2]
+    assert [s.num_new_tokens for s in out.scheduled] == [3, 3, 2]
     prefill_steps = 1
     while long.num_computed_tokens < long.num_prompt_tokens:
         out, _ = step(scheduler, runner)
         prefill_steps += 1
-        sizes = {s.request_id: len(s.token_ids) for s in out.scheduled}
+        sizes = {s.request_id: s.num_new_tokens for s in out.scheduled}
         assert sizes["a"] == sizes["b"] == 1  # decodes keep going every step
         assert sizes["long"] <= 6 and out.num_scheduled_tokens <= 8
     assert prefill_steps == 6  # 2 + 6 * 4 + 4 = 30
@@ -223,7 +236,7 @@ def test_without_chunked_prefill_a_prompt_waits_for_a_whole_budget() -> None:
     out, _ = step(scheduler, runner)
     assert scheduled_ids(out) == ["a"] and out.num_scheduled_tokens == 10
     out, _ = step(scheduler, runner)
-    assert scheduled_ids(out) == ["a", "b"] and [len(s.token_ids) for s in out.scheduled] == [1, 10]
+    assert scheduled_ids(out) == ["a", "b"] and [s.num_new_tokens for s in out.scheduled] == [1, 10]
     run_to_completion(scheduler, runner)
     assert_no_leak(scheduler)
 
@@ -260,10 +273,13 @@ def test_preempted_request_resumes_by_recomputing_prompt_and_output() -> None:
     assert runner.outputs[-1].preempted_request_ids == ["b"] and b.status == RequestStatus.PREEMPTED
     assert b.num_computed_tokens == 0 and scheduler.waiting[0] is b
     run_to_completion(scheduler, runner)
-    resumed = [s for o in runner.outputs for s in o.scheduled if s.request_id == "b" and len(s.token_ids) > 1]
-    assert len(resumed) == 2 and resumed[1].sample  # prompt + outputs recomputed (or cache-hit) at once
-    assert resumed[1].num_computed_tokens == BLOCK_SIZE  # its own prompt block was a prefix-cache hit
-    assert resumed[1].token_ids == b.output_token_ids[: len(resumed[1].token_ids)]
+    resumed = [(s, fed["b"]) for o, fed in zip(runner.outputs, runner.fed, strict=True) for s in o.scheduled
+               if s.request_id == "b" and s.num_new_tokens > 1]
+    assert len(resumed) == 2 and resumed[1][0].sample  # prompt + outputs recomputed (or cache-hit) at once
+    assert resumed[1][0].num_computed_tokens == BLOCK_SIZE  # its own prompt block was a prefix-cache hit
+    assert resumed[1][1] == b.output_token_ids[: resumed[1][0].num_new_tokens]
+    # the runner heard of b once; the resume re-sent its whole block table as a diff
+    assert sum(d.request_id == "b" for o in runner.outputs for d in o.new_requests) == 1
     assert a.output_token_ids == b.output_token_ids == list(range(9))
     assert_no_leak(scheduler)
 
@@ -280,7 +296,7 @@ def test_shared_prefix_through_the_scheduler() -> None:
     step(scheduler, runner)
     scheduler.add_request(b)
     out, _ = step(scheduler, runner)
-    assert b.num_cached_tokens == 3 * BLOCK_SIZE and out.scheduled[-1].token_ids == [3]
+    assert b.num_cached_tokens == 3 * BLOCK_SIZE and runner.fed[-1]["b"] == [3]
     kv = scheduler.kv_cache_manager
     assert kv.get_block_ids("a")[:3] == kv.get_block_ids("b")[:3]
     run_to_completion(scheduler, runner)
@@ -301,7 +317,7 @@ def test_identical_prompt_still_computes_its_last_block() -> None:
     b = make_request("b", prompt)
     scheduler.add_request(b)
     out, updated = step(scheduler, runner)
-    assert b.num_cached_tokens == BLOCK_SIZE and len(out.scheduled[0].token_ids) == BLOCK_SIZE
+    assert b.num_cached_tokens == BLOCK_SIZE and out.scheduled[0].num_new_tokens == BLOCK_SIZE
     assert out.scheduled[0].sample and updated == [b]
 
 
@@ -452,3 +468,18 @@ def test_random_workload_with_aborts_keeps_invariants(seed: int) -> None:
         if request.status == RequestStatus.FINISHED_LENGTH:
             assert request.num_output_tokens == request.max_tokens
     assert_no_leak(scheduler)
+
+
+def test_scheduler_output_sends_a_request_once_then_diffs() -> None:
+    scheduler = make_scheduler()
+    runner = FakeRunner(scheduler)
+    scheduler.add_request(make_request("a", 6, max_tokens=8))
+    outs = [step(scheduler, runner)[0] for _ in range(8)]
+    assert [len(o.new_requests) for o in outs] == [1] + [0] * 7
+    new = outs[0].new_requests[0]
+    assert new.request_id == "a" and len(new.prompt_token_ids) == 6 and new.sampling_params.max_tokens == 8
+    # 6 prompt tokens fill 2 blocks of 4; decoding positions 6..12 adds a block at positions 8 and 12
+    added = [o.scheduled[0].new_block_ids for o in outs]
+    assert len(added[0]) == 2 and [len(b) for b in added[1:]] == [0, 0, 1, 0, 0, 0, 1]
+    assert [o.scheduled[0].num_new_tokens for o in outs] == [6] + [1] * 7
+    assert outs[-1].finished_request_ids == [] and scheduler.schedule().finished_request_ids == ["a"]

@@ -50,7 +50,7 @@ class QuantizeRecipe:
     mse: bool = True  # gptq: search each group's clipping range instead of using its min and max
     sink_weight: float = 64.0  # gptq: Hessian weight of each calibration sample's first token (1 = plain)
     fp_target: bool = False  # gptq: fit the uncompressed model's layer outputs (GPTAQ), not this model's
-    hessian_mse: bool = False  # gptq: the range search weights each column's error by its Hessian diagonal
+    hessian_mse: bool = True  # gptq: the range search weights each column's error by its Hessian diagonal
     alpha: float = 0.5  # smoothquant: migration strength
     grid: int = 20  # awq: number of scale exponents tried in [0, 1)
     clip: bool = True  # awq: also search a per-group clipping ratio

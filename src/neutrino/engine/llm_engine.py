@@ -60,7 +60,7 @@ class LLMEngine:
         self.runner = ModelRunner(
             self.model_config, weights, self.cache_config, self.max_model_len,
             self.device, self.dtype, args.attention_backend, source=str(self.resolved.path), seed=args.seed,
-            quant_spec=native,
+            quant_spec=native, max_num_seqs=args.max_num_seqs,
         )
         sched_cfg = SchedulerConfig(args.max_num_seqs, args.max_num_batched_tokens,
                                     args.enable_chunked_prefill, self.max_model_len)
@@ -68,7 +68,6 @@ class LLMEngine:
         self.scheduler = Scheduler(sched_cfg, self.cache_config, self.runner.num_blocks, self.eos_token_ids)
         self._parents: dict[str, ParentState] = {}
         self._children: dict[str, tuple[ParentState, ChildState]] = {}
-        self._requests: dict[str, Request] = {}
         self._counter = itertools.count()
         self.info = EngineInfo(
             self.resolved.name, str(self.resolved.path), str(self.resolved.tokenizer_path or self.resolved.path),
@@ -109,7 +108,6 @@ class LLMEngine:
         for child in children:
             self.scheduler.add_request(child.request)
             self._children[child.request.request_id] = (parent, child)
-            self._requests[child.request.request_id] = child.request
         self._parents[request_id] = parent
 
     def validate_request(self, prompt: str | Sequence[int], params: SamplingParams) -> list[int]:
@@ -142,7 +140,6 @@ class LLMEngine:
             self.scheduler.finish_requests(child_ids, RequestStatus.FINISHED_ABORTED)
             for cid in child_ids:
                 self._children.pop(cid, None)
-                self._requests.pop(cid, None)
 
     def has_unfinished_requests(self) -> bool:
         return bool(self._parents)
@@ -156,7 +153,7 @@ class LLMEngine:
         sched_out = self.scheduler.schedule()
         if sched_out.is_empty:
             return []
-        runner_out = self.runner.execute(sched_out, self._requests)
+        runner_out = self.runner.execute(sched_out)
         self._record_prompt_logprobs(runner_out)
         updated = self.scheduler.update_from_output(sched_out, runner_out)
         touched: dict[str, ParentState] = {}
@@ -209,5 +206,4 @@ class LLMEngine:
             self._parents.pop(parent.request_id, None)
             for child in parent.children:
                 self._children.pop(child.request.request_id, None)
-                self._requests.pop(child.request.request_id, None)
         return out

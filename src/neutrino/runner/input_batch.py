@@ -1,4 +1,4 @@
-"""Turns a SchedulerOutput into the flat tensors one forward pass needs."""
+"""Turns a SchedulerOutput and the runner's request states into the flat tensors one forward pass needs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from neutrino.layers.attention.metadata import AttentionMetadata
+from neutrino.runner.request_states import CachedRequestState
 from neutrino.scheduler.output import SchedulerOutput
 
 
@@ -21,38 +22,59 @@ class InputBatch:
     sample_request_ids: list[str]  # same order as sample_indices
 
 
-def build_input_batch(out: SchedulerOutput, block_size: int, device: torch.device) -> InputBatch:
-    """Concatenate every scheduled request's tokens into one batch (vLLM's flat layout)."""
+class PersistentBatch:
+    """The block tables of the running requests, one row per request, kept from step to step: a step
+    writes only the blocks added since the last one (vLLM's persistent input batch, for block tables)."""
+
+    def __init__(self, max_rows: int, max_blocks: int) -> None:
+        self.block_table = torch.zeros(max_rows, max_blocks, dtype=torch.int64)
+
+    def sync(self, state: CachedRequestState) -> None:
+        """Write the state's new block ids into its row (a row just assigned is cleared first)."""
+        row, done, n = state.row, state.num_synced_blocks, len(state.block_ids)
+        assert row is not None, state.request_id
+        if done == 0:
+            self.block_table[row].zero_()
+        if n > done:
+            self.block_table[row, done:n] = torch.tensor(state.block_ids[done:n], dtype=torch.int64)
+        state.num_synced_blocks = n
+
+
+def build_input_batch(out: SchedulerOutput, states: list[CachedRequestState], batch: PersistentBatch,
+                      block_size: int, device: torch.device) -> InputBatch:
+    """Concatenate every scheduled request's tokens into one batch (vLLM's flat layout); `states` are
+    the scheduled requests' runner states in batch order."""
     input_ids: list[int] = []
-    positions: list[int] = []
-    slots: list[int] = []
     query_start_loc = [0]
     seq_lens: list[int] = []
     sample_indices: list[int] = []
     sample_ids: list[str] = []
-    max_blocks = max(len(s.block_ids) for s in out.scheduled)
-    tables = torch.zeros(len(out.scheduled), max_blocks, dtype=torch.int64)
-    for i, sched in enumerate(out.scheduled):
-        start = sched.num_computed_tokens
-        n = len(sched.token_ids)
-        input_ids.extend(sched.token_ids)
-        pos = range(start, start + n)
-        positions.extend(pos)
-        blocks = sched.block_ids
-        slots.extend(blocks[p // block_size] * block_size + p % block_size for p in pos)
-        tables[i, : len(blocks)] = torch.tensor(blocks, dtype=torch.int64)
+    for sched, state in zip(out.scheduled, states, strict=True):
+        batch.sync(state)
+        start, n = sched.num_computed_tokens, sched.num_new_tokens
+        input_ids.extend(state.all_token_ids[start : start + n])
         query_start_loc.append(query_start_loc[-1] + n)
         seq_lens.append(start + n)
         if sched.sample:
             sample_indices.append(query_start_loc[-1] - 1)
             sample_ids.append(sched.request_id)
+    max_blocks = -(-max(seq_lens) // block_size)
+    rows = torch.tensor([s.row for s in states], dtype=torch.int64)
+    tables = batch.block_table[rows, :max_blocks]
     decode_only = query_start_loc[-1] == len(seq_lens)
+    counts = torch.tensor([b - a for a, b in zip(query_start_loc, query_start_loc[1:])], dtype=torch.int64)
+    seq_lens_t = torch.tensor(seq_lens, dtype=torch.int64)
+    # position of each flat token: its sequence's first new position + its offset in the sequence
+    seq_of_token = torch.repeat_interleave(torch.arange(len(seq_lens)), counts)
+    first = seq_lens_t - counts
+    positions = first[seq_of_token] + torch.arange(len(input_ids)) - torch.tensor(query_start_loc[:-1])[seq_of_token]
+    slots = tables[seq_of_token, positions // block_size] * block_size + positions % block_size
     meta = AttentionMetadata(
-        slot_mapping=torch.tensor(slots, dtype=torch.int64, device=device),
+        slot_mapping=slots.to(device),
         query_start_loc=query_start_loc,
         seq_lens=seq_lens,
         block_tables=tables.to(device),
-        seq_lens_tensor=torch.tensor(seq_lens, dtype=torch.int64, device=device),
+        seq_lens_tensor=seq_lens_t.to(device),
         block_size=block_size,
         decode_only=decode_only,
     )
@@ -60,7 +82,7 @@ def build_input_batch(out: SchedulerOutput, block_size: int, device: torch.devic
         _split_decodes(meta, tables, device)
     return InputBatch(
         input_ids=torch.tensor(input_ids, dtype=torch.int64, device=device),
-        positions=torch.tensor(positions, dtype=torch.int64, device=device),
+        positions=positions.to(device),
         meta=meta,
         sample_indices=sample_indices,
         sample_request_ids=sample_ids,

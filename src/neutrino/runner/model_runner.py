@@ -15,11 +15,12 @@ from neutrino.layers.quant.config import QuantConfig
 from neutrino.layers.quant.registry import LinearQuant, NativeFormats, quant_config_of
 from neutrino.models.base import CausalLM
 from neutrino.models.catalog import get_model_class
-from neutrino.request import Request
-from neutrino.runner.input_batch import InputBatch, build_input_batch
+from neutrino.runner.input_batch import InputBatch, PersistentBatch, build_input_batch
+from neutrino.runner.request_states import CachedRequestState, RequestStates
 from neutrino.sample.prompt_logprobs import compute_prompt_logprobs
 from neutrino.sample.sampler import Sampler
-from neutrino.scheduler.output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
+from neutrino.sampling_params import SamplingParams
+from neutrino.scheduler.output import ModelRunnerOutput, NewRequestData, ScheduledRequest, SchedulerOutput
 from neutrino.weights.hf import checkpoint_tensor_names
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class ModelRunner:
         source: str = "checkpoint",
         seed: int = 0,
         quant_spec: QuantConfig | NativeFormats | None = None,
+        max_num_seqs: int = 256,
     ) -> None:
         self.model_config = model_config
         self.device, self.dtype = device, dtype
@@ -65,6 +67,9 @@ class ModelRunner:
         shape = (2, self.num_blocks, self.block_size, model_config.num_key_value_heads, model_config.head_dim)
         self.kv_caches = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(model_config.num_hidden_layers)]
         self.sampler = Sampler(seed)
+        self.max_blocks_per_seq = -(-max_model_len // self.block_size)
+        self.states = RequestStates(max_num_seqs)
+        self.batch = PersistentBatch(max_num_seqs, self.max_blocks_per_seq)
         if device.type == "cpu":
             cpu_kernels.warmup()  # load the C++ kernels (and log their variant) now, not in the first request
 
@@ -81,47 +86,52 @@ class ModelRunner:
         return int(n)
 
     @torch.inference_mode()
-    def execute(self, out: SchedulerOutput, requests: dict[str, Request]) -> ModelRunnerOutput:
-        """Run the forward pass for every scheduled token, then sample where requested."""
-        batch = build_input_batch(out, self.block_size, self.device)
+    def execute(self, out: SchedulerOutput) -> ModelRunnerOutput:
+        """Apply the step's diffs to the request states, run the forward pass for every scheduled token,
+        then sample where requested (recording the sampled tokens in the states)."""
+        states = self.states.apply(out)
+        batch = build_input_batch(out, states, self.batch, self.block_size, self.device)
         hidden = self.model(batch.input_ids, batch.positions, self.kv_caches, batch.meta)  # [T, hidden]
         result = ModelRunnerOutput()
         if batch.sample_indices:
-            self._sample(hidden, batch, requests, result)
-        for i, sched in enumerate(out.scheduled):
+            self._sample(hidden, batch, result)
+        for i, (sched, state) in enumerate(zip(out.scheduled, states, strict=True)):
             if sched.prompt_logprobs_start is not None:
-                self._prompt_logprobs(hidden, batch, i, sched, requests[sched.request_id], result)
+                self._prompt_logprobs(hidden, batch, i, sched, state, result)
         return result
 
     @torch.inference_mode()
     def score(self, token_ids: list[int]) -> torch.Tensor:
         """Float32 logits [len(token_ids), vocab] of one sequence, computed in a private KV cache
-        (for evaluation and tests; does not touch the serving cache)."""
+        (for evaluation and tests; does not touch the serving cache or the serving request states)."""
         num_blocks = -(-len(token_ids) // self.block_size)
         cfg = self.model_config
         shape = (2, num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
         caches = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(cfg.num_hidden_layers)]
-        sched = ScheduledRequest("score", list(token_ids), 0, list(range(num_blocks)), sample=False)
-        batch = build_input_batch(SchedulerOutput([sched], len(token_ids)), self.block_size, self.device)
+        sched = ScheduledRequest("score", len(token_ids), 0, list(range(num_blocks)), sample=False)
+        out = SchedulerOutput([sched], len(token_ids), [NewRequestData("score", list(token_ids), SamplingParams(), None)])
+        states = RequestStates(1).apply(out)
+        batch = build_input_batch(out, states, PersistentBatch(1, num_blocks), self.block_size, self.device)
         hidden = self.model(batch.input_ids, batch.positions, caches, batch.meta)
         return self.model.compute_logits(hidden)
 
-    def _sample(self, hidden, batch: InputBatch, requests, result: ModelRunnerOutput) -> None:
+    def _sample(self, hidden: torch.Tensor, batch: InputBatch, result: ModelRunnerOutput) -> None:
         idx = torch.tensor(batch.sample_indices, device=hidden.device)
         logits = self.model.compute_logits(hidden[idx])  # [num_sampled, vocab] float32
-        reqs = [requests[rid] for rid in batch.sample_request_ids]
+        reqs = [self.states[rid] for rid in batch.sample_request_ids]
         sampled = self.sampler(logits, reqs)
-        for rid, token, lp in zip(batch.sample_request_ids, sampled.token_ids, sampled.logprobs, strict=True):
-            result.sampled_token_ids[rid] = token
+        for req, token, lp in zip(reqs, sampled.token_ids, sampled.logprobs, strict=True):
+            req.all_token_ids.append(token)
+            result.sampled_token_ids[req.request_id] = token
             if lp is not None:
-                result.logprobs[rid] = lp
+                result.logprobs[req.request_id] = lp
 
-    def _prompt_logprobs(self, hidden, batch: InputBatch, i: int, sched: ScheduledRequest, req: Request,
-                         result: ModelRunnerOutput) -> None:
+    def _prompt_logprobs(self, hidden: torch.Tensor, batch: InputBatch, i: int, sched: ScheduledRequest,
+                         req: CachedRequestState, result: ModelRunnerOutput) -> None:
         """Logprobs of prompt tokens p+1 for logits positions p computed in this step and still owed."""
         computed = sched.num_computed_tokens
         first = max(sched.prompt_logprobs_start or 0, computed)
-        last = min(computed + len(sched.token_ids), req.num_prompt_tokens - 1)  # exclusive
+        last = min(computed + sched.num_new_tokens, req.num_prompt_tokens - 1)  # exclusive
         if last <= first:
             return
         base = batch.meta.query_start_loc[i] + first - computed

@@ -16,20 +16,38 @@ top-k/top-p/min-p filters are vectorised over the non-greedy rows.
 Randomness: the draw is inverse-CDF sampling with one uniform u per row: the first token whose
 cumulative probability exceeds u (one draw per row instead of vocab-many for the exponential
 race; cumsum + searchsorted, no host sync). A request with `seed` draws its u only from
-its own `torch.Generator`, created once and stored in `request.sampler_state`, so its tokens
+its own `torch.Generator`, created once and stored in `sampler_state` of its request, so its tokens
 do not depend on the rest of the batch or on earlier requests. Other requests share the
 sampler's generator (seeded from `seed`, or from torch's global RNG when `seed` is None).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
-from neutrino.request import Request
 from neutrino.sample import logits_processors as lp
 from neutrino.sampling_params import SamplingParams
+
+class SamplingRequest(Protocol):
+    """What the sampler reads of a request (the runner's CachedRequestState, or a Request)."""
+
+    sampling_params: SamplingParams
+    eos_token_id: int | None
+    sampler_state: Any
+
+    @property
+    def all_token_ids(self) -> Sequence[int]: ...
+
+    @property
+    def output_token_ids(self) -> Sequence[int]: ...
+
+    @property
+    def num_output_tokens(self) -> int: ...
+
 
 # (logprob of the sampled token, top-k [(token_id, logprob), ...] in descending order)
 TokenLogprobs = tuple[float, list[tuple[int, float]]]
@@ -50,7 +68,7 @@ class Sampler:
         self._seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
 
-    def __call__(self, logits: torch.Tensor, requests: list[Request]) -> SamplerOutput:
+    def __call__(self, logits: torch.Tensor, requests: Sequence[SamplingRequest]) -> SamplerOutput:
         """Sample one token per row.  logits: [num_reqs, vocab], row i belongs to requests[i]."""
         assert logits.dim() == 2 and logits.shape[0] == len(requests), (logits.shape, len(requests))
         logits = logits.float()
@@ -60,7 +78,7 @@ class Sampler:
             sampled = self._sample(logits, requests)
         return SamplerOutput(sampled.tolist(), _gather_logprobs(logits, sampled, requests))
 
-    def _sample(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+    def _sample(self, logits: torch.Tensor, requests: Sequence[SamplingRequest]) -> torch.Tensor:
         """The general path.  logits: [num_reqs, vocab] -> token ids [num_reqs]."""
         processed = _apply_row_processors(logits, requests)  # [num_reqs, vocab]
         rows = [i for i, r in enumerate(requests) if not r.sampling_params.greedy]
@@ -74,7 +92,7 @@ class Sampler:
             sampled[index] = self._draw(probs, sub_reqs)
         return sampled
 
-    def _draw(self, probs: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+    def _draw(self, probs: torch.Tensor, requests: Sequence[SamplingRequest]) -> torch.Tensor:
         """Inverse-CDF draw, one uniform per row.  probs: [rows, vocab] -> token ids [rows]."""
         device = probs.device
         u = torch.rand(len(requests), dtype=torch.float64, device=device, generator=self._generator(device))
@@ -95,12 +113,12 @@ class Sampler:
         return gen
 
 
-def _is_plain_greedy(req: Request) -> bool:
+def _is_plain_greedy(req: SamplingRequest) -> bool:
     """True when the row's token is the argmax of the raw logits (no processing at all)."""
     return req.sampling_params.greedy and not _needs_row_processing(req)
 
 
-def _needs_row_processing(req: Request) -> bool:
+def _needs_row_processing(req: SamplingRequest) -> bool:
     p = req.sampling_params
     return bool(
         p.logit_bias
@@ -111,11 +129,11 @@ def _needs_row_processing(req: Request) -> bool:
     )
 
 
-def _min_tokens_active(req: Request) -> bool:
+def _min_tokens_active(req: SamplingRequest) -> bool:
     return req.num_output_tokens < req.sampling_params.min_tokens
 
 
-def _apply_row_processors(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+def _apply_row_processors(logits: torch.Tensor, requests: Sequence[SamplingRequest]) -> torch.Tensor:
     """Bias, min_tokens and penalties, row by row for the rows that use them.  [num_reqs, vocab]."""
     out = logits
     for i, req in enumerate(requests):
@@ -127,7 +145,7 @@ def _apply_row_processors(logits: torch.Tensor, requests: list[Request]) -> torc
     return out
 
 
-def _process_row(row: torch.Tensor, req: Request) -> torch.Tensor:
+def _process_row(row: torch.Tensor, req: SamplingRequest) -> torch.Tensor:
     """All per-request processors on one row.  row: [vocab]."""
     p = req.sampling_params
     if p.logit_bias:
@@ -172,7 +190,7 @@ def inverse_cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return index.squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
-def _request_generator(req: Request, device: torch.device) -> torch.Generator:
+def _request_generator(req: SamplingRequest, device: torch.device) -> torch.Generator:
     """The seeded request's own generator, created and seeded once, kept in `sampler_state`."""
     gen = req.sampler_state
     if not isinstance(gen, torch.Generator) or gen.device != device:
@@ -184,7 +202,7 @@ def _request_generator(req: Request, device: torch.device) -> torch.Generator:
 
 
 def _gather_logprobs(
-    logits: torch.Tensor, sampled: torch.Tensor, requests: list[Request]
+    logits: torch.Tensor, sampled: torch.Tensor, requests: Sequence[SamplingRequest]
 ) -> list[TokenLogprobs | None]:
     """Raw logprobs of the sampled tokens and the top-k, for the rows that asked for them.
 

@@ -16,7 +16,7 @@ from neutrino.errors import RequestRejectedError
 from neutrino.kv_cache.block_pool import KVCacheBlock
 from neutrino.kv_cache.manager import KVCacheManager
 from neutrino.request import Request, RequestStatus
-from neutrino.scheduler.output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
+from neutrino.scheduler.output import ModelRunnerOutput, NewRequestData, ScheduledRequest, SchedulerOutput
 from neutrino.scheduler.stop import check_stop
 
 
@@ -43,6 +43,8 @@ class Scheduler:
         self._finished_req_ids: list[str] = []  # freed since the last schedule()
         # request id -> first logits position whose prompt logprob is still owed (prompt_logprobs only)
         self._prompt_logprobs_next: dict[str, int] = {}
+        # request id -> block ids the runner holds for it (absent: the runner has never seen it)
+        self._sent_blocks: dict[str, int] = {}
 
     # ---- requests in and out --------------------------------------------------------------------
 
@@ -142,6 +144,7 @@ class Scheduler:
     def _preempt(self, request: Request) -> None:
         """Free a running request's blocks and requeue it at the front; it recomputes on resume."""
         self.kv_cache_manager.free(request)
+        self._sent_blocks[request.request_id] = 0  # the runner empties its block table on preemption
         request.status = RequestStatus.PREEMPTED
         request.num_computed_tokens = 0
         request.num_preemptions += 1
@@ -182,14 +185,23 @@ class Scheduler:
         return self.kv_cache_manager.get_computed_blocks(request)
 
     def _add_scheduled(self, output: SchedulerOutput, request: Request, num_new: int) -> None:
-        """Append `request`'s share of this step to the output."""
+        """Append `request`'s share of this step to the output: its data the first time, then only the
+        blocks the runner does not hold yet."""
+        rid = request.request_id
         start, end = request.num_computed_tokens, request.num_computed_tokens + num_new
+        block_ids = self.kv_cache_manager.get_block_ids(rid)
+        sent = self._sent_blocks.get(rid)
+        if sent is None:
+            output.new_requests.append(NewRequestData(rid, list(request.prompt_token_ids), request.sampling_params,
+                                                      request.eos_token_id))
+            sent = 0
+        self._sent_blocks[rid] = len(block_ids)
         output.scheduled.append(
             ScheduledRequest(
-                request_id=request.request_id,
-                token_ids=request.all_token_ids[start:end],
+                request_id=rid,
+                num_new_tokens=num_new,
                 num_computed_tokens=start,
-                block_ids=self.kv_cache_manager.get_block_ids(request.request_id),
+                new_block_ids=block_ids[sent:],
                 sample=end == request.num_tokens,
                 prompt_logprobs_start=self._prompt_logprobs_start(request, start, end),
             )
@@ -234,7 +246,7 @@ class Scheduler:
     def _advance(self, request: Request, scheduled: ScheduledRequest) -> None:
         """Mark the scheduled tokens computed (and their prompt logprobs delivered)."""
         assert request.num_computed_tokens == scheduled.num_computed_tokens, request.request_id
-        request.num_computed_tokens += len(scheduled.token_ids)
+        request.num_computed_tokens += scheduled.num_new_tokens
         if scheduled.prompt_logprobs_start is not None:
             owed_end = min(request.num_computed_tokens, request.num_prompt_tokens - 1)
             self._prompt_logprobs_next[request.request_id] = owed_end
@@ -253,6 +265,7 @@ class Scheduler:
         self.kv_cache_manager.free(request)
         del self.requests[request.request_id]
         self._prompt_logprobs_next.pop(request.request_id, None)
+        self._sent_blocks.pop(request.request_id, None)
         self._finished_req_ids.append(request.request_id)
 
     # ---- introspection --------------------------------------------------------------------------
