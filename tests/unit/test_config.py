@@ -1,6 +1,7 @@
 """Engine configuration rejects bad values with errors that name them."""
 
 import pytest
+import torch
 
 from neutrino.config import CacheConfig, SchedulerConfig
 from neutrino.errors import ConfigError
@@ -39,3 +40,13 @@ def test_device_and_dtype_names():
         resolve_dtype("int3", resolve_device("cpu"))
     with pytest.raises(ConfigError, match="tpu"):
         resolve_device("tpu")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_follows_the_cpus_bf16_gemm(native, monkeypatch):
+    import neutrino.runner.device as device
+
+    monkeypatch.setattr(device, "cpu_has_bf16_gemm", lambda: native)
+    want = torch.bfloat16 if native else torch.float32
+    assert resolve_dtype("auto", resolve_device("cpu")) == want
+    assert resolve_dtype("bfloat16", resolve_device("cpu")) == torch.bfloat16  # an explicit choice stands

@@ -55,6 +55,11 @@ _BIN = Path(sys.executable).parent
 DEFAULT_COMMANDS = {
     "neutrino": f"{_BIN}/neutrino serve {{model}} --host {{host}} --port {{port}} --dtype {{dtype}} "
                 "--threads {threads}",
+    "neutrino-thread": f"{_BIN}/neutrino serve {{model}} --host {{host}} --port {{port}} --dtype {{dtype}} "
+                       "--threads {threads} --no-engine-process",
+    "vllm": f"env VLLM_CPU_OMP_THREADS_BIND=0-{{last_core}} VLLM_CPU_NUM_OF_RESERVED_CPU=0 VLLM_CPU_KVCACHE_SPACE=2 "
+            f"{PEERS_DIR}/vllm/bin/python -m vllm.entrypoints.openai.api_server --model {{model}} --dtype {{dtype}} "
+            "--max-num-seqs {slots} --max-model-len 2048 --host {host} --port {port}",
     "llama-server": f"{PEERS_DIR}/bin/llama-server -m {{model}} --host {{host}} --port {{port}} "
                     "-np {slots} -c {ctx} -t {threads}",
     "llama-cpp-python": f"{PEERS_DIR}/venv/bin/python -m llama_cpp.server --model {{model}} --host {{host}} "
@@ -285,9 +290,11 @@ def scenarios(ns: argparse.Namespace) -> list[Scenario]:
 
 def server_command(name: str, ns: argparse.Namespace, port: int) -> list[str]:
     template = getattr(ns, f"{name.replace('-', '_')}_cmd") or DEFAULT_COMMANDS[name]
-    model = ns.neutrino_model if name == "neutrino" else ns.peer_model
+    model = {"neutrino": ns.neutrino_model, "neutrino-thread": ns.neutrino_model,
+             "vllm": ns.vllm_model}.get(name, ns.peer_model)
     return shlex.split(template.format(model=model, host="127.0.0.1", port=port, threads=ns.threads,
-                                       dtype=ns.dtype, slots=ns.slots, ctx=ns.ctx, python=sys.executable))
+                                       dtype=ns.dtype, slots=ns.slots, ctx=ns.ctx, python=sys.executable,
+                                       last_core=ns.threads - 1))
 
 
 def bench_server(name: str, ns: argparse.Namespace, prompts: dict[str, list[tuple[str, int]]],
@@ -428,6 +435,10 @@ def _check_args(ns: argparse.Namespace) -> None:
         raise ConfigError("nothing to run: give --concurrency and/or --request-rate")
     if ns.attempts < 1:
         raise ConfigError(f"--attempts {ns.attempts}: expected >= 1")
+    if "vllm" in ns.servers and ns.vllm_model is None:
+        from neutrino.weights.resolve import resolve_model
+
+        ns.vllm_model = str(resolve_model(None).path)
     if ns.num_requests < 1 or ns.output_len < 1 or ns.min_prompt < 1 or ns.max_prompt < ns.min_prompt:
         raise ConfigError("--num-requests, --output-len, --min-prompt must be >= 1 and --max-prompt >= --min-prompt")
 
@@ -455,6 +466,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--slots", type=int, default=32, help="llama-server parallel slots -np ({slots})")
     p.add_argument("--ctx", type=int, default=32768, help="llama-server total context -c ({ctx})")
     p.add_argument("--neutrino-model", default=str(default_gguf_path()), help="({model}) for Neutrino")
+    p.add_argument("--vllm-model", default=None,
+                   help="HF directory for vLLM (default: the embedded model's converted directory)")
     p.add_argument("--peer-model", default=str(PEERS_DIR / "models" / "SmolLM2-135M-Instruct.BF16.gguf"),
                    help="({model}) for the llama.cpp servers; scripts/build_peers.sh makes the default")
     for name in DEFAULT_COMMANDS:

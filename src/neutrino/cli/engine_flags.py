@@ -32,7 +32,7 @@ def add_engine_flags(parser: argparse.ArgumentParser, model_positional: bool = T
                             help="HF model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
     g = parser.add_argument_group("engine")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="weights and activations dtype (auto = bfloat16)")
+                   help="weights and activations dtype (auto = bfloat16; float32 on CPUs without AVX-512)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--kv-cache-memory", type=parse_bytes, default=EngineArgs.kv_cache_memory,
                    help="bytes for the paged KV cache, e.g. 512MiB (default 2GiB)")

@@ -10,7 +10,7 @@ class EngineArgs:
     """Options for building an LLMEngine. `model` None means the embedded SmolLM2-135M-Instruct."""
 
     model: str | None = None
-    dtype: str = "auto"  # auto (bfloat16), float32, bfloat16, float16
+    dtype: str = "auto"  # auto (bfloat16; float32 on CPUs without AVX-512), float32, bfloat16, float16
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     block_size: int = 16
     kv_cache_memory: int = 2 * 1024**3  # bytes for the paged KV cache

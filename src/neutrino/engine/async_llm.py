@@ -15,16 +15,18 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from neutrino.engine.args import EngineArgs
 from neutrino.engine.core import Item
 from neutrino.engine.core_client import ProcessCore, ThreadCore
-from neutrino.engine.llm_engine import LLMEngine
 from neutrino.engine.request_stream import EngineStats, RequestStream
 from neutrino.errors import EngineUnavailableError, InvalidParameterError, QueueFullError
 from neutrino.outputs import RequestOutput
 from neutrino.sampling_params import SamplingParams
+
+if TYPE_CHECKING:  # with an engine process, this (API) process never imports torch
+    from neutrino.engine.llm_engine import LLMEngine
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +42,16 @@ class AsyncLLM:
     `shutdown` stops for good."""
 
     def __init__(self, engine: LLMEngine | ProcessCore, max_queued: int = 256) -> None:
-        if isinstance(engine, LLMEngine):
-            self._core: ThreadCore | ProcessCore = ThreadCore(engine)
+        if isinstance(engine, ProcessCore):
+            from neutrino.weights.tokenizer import load_tokenizer
+
+            self._core: ThreadCore | ProcessCore = engine
+            self.tokenizer = load_tokenizer(Path(engine.info.tokenizer_path))
+        else:
+            self._core = ThreadCore(engine)
             # A private tokenizer: HF tokenizers must not be used by two threads at once, and the engine
             # thread detokenizes with the engine's.
             self.tokenizer = copy.deepcopy(engine.tokenizer)
-        else:
-            from neutrino.weights.tokenizer import load_tokenizer
-
-            self._core = engine
-            self.tokenizer = load_tokenizer(Path(engine.info.tokenizer_path))
         self.info = self._core.info
         self.max_model_len = self.info.max_model_len
         self.context_limit = self.info.context_limit  # longest prompt + output
@@ -73,6 +75,8 @@ class AsyncLLM:
         (`log_config`: (level, format) for its logging)."""
         if engine_process:
             return cls(ProcessCore(args, log_config), max_queued)
+        from neutrino.engine.llm_engine import LLMEngine
+
         return cls(LLMEngine(args), max_queued)
 
     @property

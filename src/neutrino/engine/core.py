@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from neutrino.engine.llm_engine import LLMEngine
 from neutrino.engine.request_stream import EngineStats
 from neutrino.errors import EngineStepError, EngineUnavailableError
 from neutrino.outputs import RequestOutput
 from neutrino.sampling_params import SamplingParams
+
+if TYPE_CHECKING:  # the API process of a ProcessCore never imports torch
+    from neutrino.engine.llm_engine import LLMEngine
 
 logger = logging.getLogger(__name__)
 

@@ -12,15 +12,17 @@ import logging
 import multiprocessing as mp
 import queue
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from neutrino.engine.args import EngineArgs
 from neutrino.engine.core import STOP, Command, EngineCore, Item
 from neutrino.engine.core_wire import OutputAccumulator, rebuild_error
 from neutrino.engine.limits import EngineInfo
-from neutrino.engine.llm_engine import LLMEngine
 from neutrino.engine.request_stream import EngineStats
 from neutrino.sampling_params import SamplingParams
+
+if TYPE_CHECKING:  # the API process of a ProcessCore never imports torch
+    from neutrino.engine.llm_engine import LLMEngine
 
 logger = logging.getLogger(__name__)
 

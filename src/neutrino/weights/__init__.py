@@ -1,34 +1,31 @@
 """Checkpoint loading: HF safetensors directories, GGUF files, tokenizers and the embedded default model.
 
-Everything yields HF state-dict names, so model code has one naming scheme to consume.
+Everything yields HF state-dict names, so model code has one naming scheme to consume. The names below
+load on first use, so that importing `neutrino.weights.tokenizer` (the API server process does) does not
+import torch.
 """
 
-from neutrino.weights.default import default_gguf_path, default_model_dir
-from neutrino.weights.gguf_loader import (
-    GGUFTensorInfo,
-    iter_gguf_weights,
-    load_gguf_config,
-    read_gguf_tensors_raw,
-)
-from neutrino.weights.hf import iter_hf_weights, load_hf_config
-from neutrino.weights.resolve import ResolvedModel, iter_weights, load_model_config, resolve_model
-from neutrino.weights.shapes import check_shape, expected_shape
-from neutrino.weights.tokenizer import load_tokenizer
+from __future__ import annotations
 
-__all__ = [
-    "GGUFTensorInfo",
-    "ResolvedModel",
-    "check_shape",
-    "default_gguf_path",
-    "default_model_dir",
-    "expected_shape",
-    "iter_gguf_weights",
-    "iter_hf_weights",
-    "iter_weights",
-    "load_gguf_config",
-    "load_hf_config",
-    "load_model_config",
-    "load_tokenizer",
-    "read_gguf_tensors_raw",
-    "resolve_model",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "default_gguf_path": "default", "default_model_dir": "default",
+    "GGUFTensorInfo": "gguf_loader", "iter_gguf_weights": "gguf_loader", "load_gguf_config": "gguf_loader",
+    "read_gguf_tensors_raw": "gguf_loader",
+    "iter_hf_weights": "hf", "load_hf_config": "hf",
+    "ResolvedModel": "resolve", "iter_weights": "resolve", "load_model_config": "resolve",
+    "resolve_model": "resolve",
+    "check_shape": "shapes", "expected_shape": "shapes",
+    "load_tokenizer": "tokenizer",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'neutrino.weights' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"neutrino.weights.{module}"), name)

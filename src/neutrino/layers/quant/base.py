@@ -7,6 +7,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
+from neutrino.kernels.torch_features import cpu_has_bf16_gemm
+
 
 class QuantMethod(ABC):
     """Owns the weight format of a linear layer; a new format is one new subclass."""
@@ -66,6 +68,4 @@ def _can_prepack(weight: torch.Tensor | None) -> bool:
 def _onednn_bf16() -> bool:
     """oneDNN's bf16 linear needs AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT; an AVX2-only CPU keeps the
     plain layout (F.linear)."""
-    mkldnn = torch.ops.mkldnn
-    return (torch.backends.mkldnn.is_available() and hasattr(mkldnn, "_reorder_linear_weight")
-            and hasattr(mkldnn, "_is_mkldnn_bf16_supported") and bool(mkldnn._is_mkldnn_bf16_supported()))
+    return hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and cpu_has_bf16_gemm()
