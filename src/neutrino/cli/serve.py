@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -133,7 +134,7 @@ def run_serve(ns: argparse.Namespace) -> int:
     from neutrino.engine.async_llm import AsyncLLM  # imports torch
 
     llm = AsyncLLM.from_engine_args(args, max_queued=ns.max_queued_requests, engine_process=ns.engine_process,
-                                    log_config=(ns.log_level, ns.log_format))
+                                    log_setup=functools.partial(configure_logging, ns.log_level, ns.log_format))
     settings = settings_from(ns, llm.info.model_name, llm.info.model_path)
     from neutrino.server.app import build_app
     from neutrino.server.uvicorn_server import serve

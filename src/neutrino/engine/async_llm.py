@@ -70,11 +70,11 @@ class AsyncLLM:
 
     @classmethod
     def from_engine_args(cls, args: EngineArgs, max_queued: int = 256, engine_process: bool = False,
-                         log_config: tuple[str, str] | None = None) -> AsyncLLM:
+                         log_setup: Callable[[], None] | None = None) -> AsyncLLM:
         """Load the engine here (a thread runs it) or, with `engine_process`, in a spawned engine process
-        (`log_config`: (level, format) for its logging)."""
+        (`log_setup`: a picklable callable that configures its logging)."""
         if engine_process:
-            return cls(ProcessCore(args, log_config), max_queued)
+            return cls(ProcessCore(args, log_setup), max_queued)
         from neutrino.engine.llm_engine import LLMEngine
 
         return cls(LLMEngine(args), max_queued)

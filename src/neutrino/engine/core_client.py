@@ -12,6 +12,7 @@ import logging
 import multiprocessing as mp
 import queue
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from neutrino.engine.args import EngineArgs
@@ -82,13 +83,13 @@ class ProcessCore:
     The constructor starts the process and waits until its engine is loaded (raising the error it
     failed with, if any); `start` begins reading its outputs."""
 
-    def __init__(self, args: EngineArgs, log_config: tuple[str, str] | None = None) -> None:
+    def __init__(self, args: EngineArgs, log_setup: Callable[[], None] | None = None) -> None:
         from neutrino.engine import core_proc
 
         ctx = mp.get_context("spawn")  # never fork a process whose torch threads already run
         cmd_recv, self._cmd_send = ctx.Pipe(duplex=False)
         self._out_recv, out_send = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=core_proc.main, args=(args, cmd_recv, out_send, log_config),
+        self._proc = ctx.Process(target=core_proc.main, args=(args, cmd_recv, out_send, log_setup),
                                  name="neutrino-engine-core", daemon=True)
         self._proc.start()
         cmd_recv.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from neutrino.engine.args import EngineArgs
@@ -19,12 +20,11 @@ from neutrino.outputs import RequestOutput
 logger = logging.getLogger(__name__)
 
 
-def main(args: EngineArgs, commands: Connection, outputs: Connection, log_config: tuple[str, str] | None) -> None:
+def main(args: EngineArgs, commands: Connection, outputs: Connection,
+         log_setup: Callable[[], None] | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if log_config is not None:
-        from neutrino.server.logs import configure_logging
-
-        configure_logging(*log_config)
+    if log_setup is not None:
+        log_setup()
     try:
         from neutrino.engine.llm_engine import LLMEngine
 
