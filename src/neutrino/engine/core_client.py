@@ -20,6 +20,7 @@ from neutrino.engine.core import STOP, Command, EngineCore, Item
 from neutrino.engine.core_wire import OutputAccumulator, rebuild_error
 from neutrino.engine.limits import EngineInfo
 from neutrino.engine.request_stream import EngineStats
+from neutrino.errors import EngineUnavailableError
 from neutrino.sampling_params import SamplingParams
 
 if TYPE_CHECKING:  # the API process of a ProcessCore never imports torch
@@ -104,7 +105,8 @@ class ProcessCore:
             msg = self._out_recv.recv()
         except EOFError:
             self._proc.join(5)
-            raise RuntimeError(f"the engine process exited while loading (exit code {self._proc.exitcode})") from None
+            raise EngineUnavailableError(
+                f"the engine process exited while loading (exit code {self._proc.exitcode})") from None
         if msg[0] == "error":
             self._proc.join(5)
             raise rebuild_error(*msg[1:])
@@ -123,6 +125,7 @@ class ProcessCore:
             try:
                 msg = self._out_recv.recv()
             except (EOFError, OSError):
+                self._proc.join(2)  # reap it, so that its exit code is known
                 sink.on_dead(f"the engine process exited (exit code {self._proc.exitcode})")
                 return
             if msg[0] == "step":
