@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from llm_helpers import run
 
 from neutrino import InvalidParameterError, RequestRejectedError, SamplingParams
 from neutrino.engine.args import EngineArgs
@@ -22,17 +23,6 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
 def llm(tiny_model: Path) -> Iterator[AsyncLLM]:
     args = EngineArgs(model=str(tiny_model), dtype="float32", num_blocks=64, max_num_seqs=2)
     yield AsyncLLM.from_engine_args(args, max_queued=2)
-
-
-def run(llm: AsyncLLM, coro_fn: Any) -> Any:
-    async def main() -> Any:
-        llm.start()
-        try:
-            return await coro_fn()
-        finally:
-            llm.shutdown()  # the next test starts it again
-
-    return asyncio.run(main())
 
 
 def assert_idle(llm: AsyncLLM) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from llm_helpers import run
 
 from neutrino import CheckpointError, InvalidParameterError, SamplingParams
 from neutrino.engine.args import EngineArgs
@@ -30,17 +31,6 @@ def engine_args(model: Path) -> EngineArgs:
 
 async def collect(llm: AsyncLLM, prompt: str, params: SamplingParams = PARAMS) -> list[RequestOutput]:
     return [out async for out in llm.generate(prompt, params)]
-
-
-def run(llm: AsyncLLM, coro_fn: Any) -> Any:
-    async def main() -> Any:
-        llm.start()
-        try:
-            return await coro_fn()
-        finally:
-            llm.shutdown()
-
-    return asyncio.run(main())
 
 
 def offline(model: Path, prompts: list[str]) -> list[CompletionOutput]:

@@ -48,3 +48,13 @@ def test_thread_env_passive_with_short_spin_unless_set(monkeypatch: pytest.Monke
     monkeypatch.delenv("GOMP_SPINCOUNT")
     set_thread_env(["serve"])
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in os.environ
+
+
+def test_engine_process_environment_variable() -> None:
+    from neutrino.cli.serve import env_defaults
+    from neutrino.errors import InvalidParameterError
+
+    assert env_defaults({"NEUTRINO_ENGINE_PROCESS": "0"})["engine_process"] is False
+    assert env_defaults({"NEUTRINO_ENGINE_PROCESS": "yes"})["engine_process"] is True
+    with pytest.raises(InvalidParameterError, match="NEUTRINO_ENGINE_PROCESS.*'maybe'.*expected 1, 0"):
+        env_defaults({"NEUTRINO_ENGINE_PROCESS": "maybe"})

@@ -100,8 +100,9 @@ class AsyncLLM:
         self._accepting = True
         self._started = True
         self._core.start(self)
-        logger.info("engine core running on %s", "an engine process (pid %d)" % self._core.pid
-                    if isinstance(self._core, ProcessCore) else "a thread of the API process")
+        where = (f"an engine process (pid {self._core.pid})" if isinstance(self._core, ProcessCore)
+                 else "a thread of the API process")
+        logger.info("engine core running on %s", where)
 
     def stop_accepting(self) -> None:
         """New requests get EngineUnavailableError from now on (draining)."""

@@ -62,7 +62,8 @@ def build_input_batch(out: SchedulerOutput, states: list[CachedRequestState], ba
     rows = torch.tensor([s.row for s in states], dtype=torch.int64)
     tables = batch.block_table[rows, :max_blocks]
     decode_only = query_start_loc[-1] == len(seq_lens)
-    counts = torch.tensor([b - a for a, b in zip(query_start_loc, query_start_loc[1:])], dtype=torch.int64)
+    counts = torch.tensor([b - a for a, b in zip(query_start_loc[:-1], query_start_loc[1:], strict=True)],
+                          dtype=torch.int64)
     seq_lens_t = torch.tensor(seq_lens, dtype=torch.int64)
     # position of each flat token: its sequence's first new position + its offset in the sequence
     seq_of_token = torch.repeat_interleave(torch.arange(len(seq_lens)), counts)

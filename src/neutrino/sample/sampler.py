@@ -32,6 +32,7 @@ import torch
 from neutrino.sample import logits_processors as lp
 from neutrino.sampling_params import SamplingParams
 
+
 class SamplingRequest(Protocol):
     """What the sampler reads of a request (the runner's CachedRequestState, or a Request)."""
 
