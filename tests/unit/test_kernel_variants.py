@@ -22,6 +22,7 @@ KERNEL_TESTS = [
     "tests/unit/test_paged_attention_kernel.py",
     "tests/unit/test_prefill_attention_kernel.py",
     "tests/unit/test_fused_kernels.py",
+    "tests/unit/test_dense_linear.py",
     "tests/quant/test_quant_layers.py",
     "tests/quant/test_quant_vnni.py",
     "tests/unit/test_kernel_variants.py",  # test_env_variant_is_the_one_loaded checks the override took

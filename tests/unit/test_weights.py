@@ -70,9 +70,9 @@ def test_default_model_is_reused(default_dir: Path, monkeypatch: pytest.MonkeyPa
 
 def test_converted_model_runs_in_transformers(default_dir: Path) -> None:
     """End to end: the un-permuted Q/K weights must give a sensible greedy answer."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = load_tokenizer(default_dir)
+    tok = AutoTokenizer.from_pretrained(str(default_dir))
     model = AutoModelForCausalLM.from_pretrained(str(default_dir))
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)

@@ -24,10 +24,12 @@ TORCH_LIBRARY(neutrino_cpu, m) {
   m.def("rms_norm_out(Tensor(a!) out, Tensor x, Tensor weight, float eps) -> ()");
   m.def("rotary_neox_(Tensor(a!) x, Tensor cos, Tensor sin, Tensor positions) -> ()");
   m.def("silu_and_mul_out(Tensor(a!) out, Tensor x) -> ()");
+  m.def("dense_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(neutrino_cpu, CPU, m) {
   m.impl("paged_decode_attention", &neutrino::paged_decode_attention);
+  m.impl("dense_linear", &neutrino::dense_linear);
   m.impl("paged_prefill_attention", &neutrino::paged_prefill_attention);
   m.impl("add_rms_norm_", &neutrino::add_rms_norm_);
   m.impl("rms_norm_out", &neutrino::rms_norm_out);

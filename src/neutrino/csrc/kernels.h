@@ -29,6 +29,9 @@ void rms_norm_out(const at::Tensor& out, const at::Tensor& x, const at::Tensor& 
 void rotary_neox_(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& positions);
 void silu_and_mul_out(const at::Tensor& out, const at::Tensor& x);
 
+// dense.cpp: y = x @ w^T + b for a few rows of x, streaming float32/bf16/fp16 weights once per call.
+at::Tensor dense_linear(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias);
+
 // lowbit.cpp: weight-only int8/int4/3-bit linears in the 16-row blocked layout.
 at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q, const at::Tensor& scales,
                          const c10::optional<at::Tensor>& offsets, int64_t group_size, bool exact);

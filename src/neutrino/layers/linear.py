@@ -17,6 +17,15 @@ class QuantFactory(Protocol):
     def method_for(self, prefix: str) -> QuantMethod | None: ...
 
 
+def adoptable(param: torch.Tensor, loaded: torch.Tensor) -> bool:
+    """Whether a loaded tensor can become the parameter as it is, without a copy: same shape, dtype and
+    device, contiguous. Checkpoint tensors are copy-on-write maps of the file, so adopting them skips a
+    first-touch copy of the weights at start-up (about 0.3-1 s for SmolLM2 in float32) and leaves the pages
+    shared with the page cache until something writes them."""
+    return (loaded.shape == param.shape and loaded.dtype == param.dtype and loaded.device == param.device
+            and loaded.is_contiguous())
+
+
 class Linear(nn.Module):
     """`y = x W^T + b`; `output_sizes` > 1 entries makes it a fused projection (e.g. q|k|v)
     whose shards are loaded one by one with `load_shard`. The weight format comes from `quant_method`,
@@ -57,7 +66,10 @@ class Linear(nn.Module):
             not param.dtype.is_floating_point and param.dtype != loaded.dtype
         ):
             raise CheckpointError(f"has dtype {loaded.dtype}, expected {param.dtype}")
-        target.copy_(loaded)
+        if len(self.output_sizes) == 1 and adoptable(param, loaded):
+            param.data = loaded
+        else:
+            target.copy_(loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.quant_method.apply(self, x)

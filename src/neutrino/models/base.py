@@ -10,7 +10,7 @@ from torch import nn
 from neutrino.config import ModelConfig
 from neutrino.errors import CheckpointError
 from neutrino.layers.attention.metadata import AttentionMetadata
-from neutrino.layers.linear import Linear
+from neutrino.layers.linear import Linear, adoptable
 from neutrino.layers.quant.embedding import tie_lm_head
 
 
@@ -126,4 +126,7 @@ class CausalLM(nn.Module):
 def _copy_checked(param: torch.Tensor, tensor: torch.Tensor) -> None:
     if tuple(param.shape) != tuple(tensor.shape):
         raise CheckpointError(f"has shape {list(tensor.shape)}, expected {list(param.shape)}")
-    param.data.copy_(tensor)
+    if adoptable(param, tensor):
+        param.data = tensor
+    else:
+        param.data.copy_(tensor)

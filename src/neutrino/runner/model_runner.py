@@ -11,6 +11,7 @@ from neutrino.config import CacheConfig, ModelConfig
 from neutrino.errors import ConfigError
 from neutrino.layers.attention import cpu_kernels
 from neutrino.layers.attention.backend import ATTENTION_BACKENDS
+from neutrino.layers.quant import dense_tuning
 from neutrino.layers.quant.config import QuantConfig
 from neutrino.layers.quant.registry import LinearQuant, NativeFormats, quant_config_of
 from neutrino.models.base import CausalLM
@@ -84,6 +85,7 @@ class ModelRunner:
         self.batch = PersistentBatch(max_num_seqs, self.max_blocks_per_seq)
         if device.type == "cpu":
             cpu_kernels.warmup()  # load the C++ kernels (and log their variant) now, not in the first request
+            dense_tuning.tune(self.model)  # measured here, per weight shape (cached)
 
     def _num_blocks(self, cache_config: CacheConfig) -> int:
         if cache_config.num_blocks is not None:

@@ -53,6 +53,8 @@ class UnquantizedLinearMethod(QuantMethod):
         packed = getattr(layer, "packed_weight", None)
         if packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x, packed, layer.bias, "none", [], "")
+        if x.dim() == 2 and x.shape[0] <= getattr(layer, "dense_max_rows", 0):
+            return torch.ops.neutrino_cpu.dense_linear(x, layer.weight, layer.bias)  # see dense_tuning
         return nn.functional.linear(x, layer.weight, layer.bias)
 
 
