@@ -7,7 +7,7 @@
 //   GGUF's d * q + m) for small batches (decode). With AVX512-VNNI + VBMI and group_size % 16 == 0,
 //   unless `exact`: the integer path (x quantized to int8 per token and 32- or 16-column block,
 //   vpdpbusd; computes x^ @ W^T, see the integer path's comment). Otherwise fp32 FMAs on the integer
-//   codes, exact up to summation order.
+//   codes, exact up to summation order (AVX-512, AVX2 + FMA, or portable C++).
 // - lowbit_dequant(bits, qb, scales, offsets?, group_size, dtype, n0, n1) -> W^T[K, n1-n0] T: rows
 //   [n0, n1) of the same W, for large batches (dequantize, then the dtype's GEMM).
 #include <ATen/ATen.h>
@@ -46,14 +46,14 @@ struct LBArgs {
 
 template <int BITS> constexpr int64_t block_bytes(int64_t K) { return BITS == 8 ? 16 * K : 8 * K; }
 
-#if NEUTRINO_HAVE_AVX512
-constexpr int64_t kPrefetch = 1024;  // bytes ahead in each block's code stream
-constexpr int64_t kScalePrefetch = 64;  // scales ahead (4 groups of 16 rows) in the scale/offset streams
-
 // Bytes from the start of a block to column k (k even).
 template <int BITS> constexpr int64_t col_bytes(int64_t k) { return BITS == 8 ? k * 16 : (k / 2) * 16; }
 // Column pairs per 64-byte cache line of a block's stream.
 template <int BITS> constexpr int64_t pairs_per_line() { return BITS == 8 ? 2 : 4; }
+
+#if NEUTRINO_HAVE_AVX512
+constexpr int64_t kPrefetch = 1024;  // bytes ahead in each block's code stream
+constexpr int64_t kScalePrefetch = 64;  // scales ahead (4 groups of 16 rows) in the scale/offset streams
 
 // Columns k and k + 1 (k even) of the 16 rows of a block, as floats.
 template <int BITS>
@@ -284,6 +284,95 @@ inline int64_t act_block(int64_t group_size) {
 }
 #endif
 
+#if NEUTRINO_HAVE_AVX2 && !NEUTRINO_HAVE_AVX512
+// The fp32 tiles with 8-lane vectors (AVX2 + FMA): each 16-row block is two halves of 8 rows.
+constexpr int64_t kPrefetch2 = 1024;  // bytes ahead in each block's code stream
+
+template <int BITS>
+inline void load_cols2(const uint8_t* blk, int64_t k, __m256 (&w0)[2], __m256 (&w1)[2]) {
+  if (BITS == 8) {
+    const uint8_t* p = blk + k * 16;
+    const __m128i c0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i c1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
+    w0[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c0));
+    w0[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c0, 8)));
+    w1[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c1));
+    w1[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c1, 8)));
+  } else {
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + (k / 2) * 16));
+    const __m256i lo = _mm256_cvtepu8_epi32(c), hi = _mm256_cvtepu8_epi32(_mm_srli_si128(c, 8));
+    const __m256i nib = _mm256_set1_epi32(15);
+    w0[0] = _mm256_cvtepi32_ps(_mm256_and_si256(lo, nib));
+    w0[1] = _mm256_cvtepi32_ps(_mm256_and_si256(hi, nib));
+    w1[0] = _mm256_cvtepi32_ps(_mm256_srli_epi32(lo, 4));  // bytes: the shift leaves the high nibble
+    w1[1] = _mm256_cvtepi32_ps(_mm256_srli_epi32(hi, 4));
+  }
+}
+
+template <int BITS, typename SC, int NB, int MB, bool OFF>
+inline void lb_tile2(const LBArgs& a, int64_t b0, int64_t m0) {
+  __m256 tot[NB][2][MB];
+  for (int i = 0; i < NB; ++i)
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < MB; ++j) tot[i][h][j] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < a.G; ++g) {
+    __m256 acc[2][NB][2][MB];  // even/odd columns: independent FMA chains
+    for (int p = 0; p < 2; ++p)
+      for (int i = 0; i < NB; ++i)
+        for (int h = 0; h < 2; ++h)
+          for (int j = 0; j < MB; ++j) acc[p][i][h][j] = _mm256_setzero_ps();
+    const int64_t kend = (g + 1) * a.gs;
+    for (int64_t k = g * a.gs; k < kend; k += 2) {
+      const bool line_start = (k / 2) % pairs_per_line<BITS>() == 0;
+      for (int i = 0; i < NB; ++i) {
+        const uint8_t* blk = a.q + (b0 + i) * block_bytes<BITS>(a.K);
+        if (line_start) _mm_prefetch(reinterpret_cast<const char*>(blk + col_bytes<BITS>(k) + kPrefetch2), _MM_HINT_T0);
+        __m256 w0[2], w1[2];
+        load_cols2<BITS>(blk, k, w0, w1);
+        for (int j = 0; j < MB; ++j) {
+          const __m256 x0 = _mm256_set1_ps(a.x[(m0 + j) * a.K + k]);
+          const __m256 x1 = _mm256_set1_ps(a.x[(m0 + j) * a.K + k + 1]);
+          for (int h = 0; h < 2; ++h) {
+            acc[0][i][h][j] = _mm256_fmadd_ps(w0[h], x0, acc[0][i][h][j]);
+            acc[1][i][h][j] = _mm256_fmadd_ps(w1[h], x1, acc[1][i][h][j]);
+          }
+        }
+      }
+    }
+    for (int i = 0; i < NB; ++i) {
+      const SC* sp = static_cast<const SC*>(a.s) + ((b0 + i) * a.G + g) * 16;
+      const SC* op = OFF ? static_cast<const SC*>(a.o) + ((b0 + i) * a.G + g) * 16 : nullptr;
+      for (int h = 0; h < 2; ++h) {
+        const __m256 sv = load8(sp + 8 * h);
+        const __m256 ov = OFF ? load8(op + 8 * h) : _mm256_setzero_ps();
+        for (int j = 0; j < MB; ++j) {
+          const __m256 sum = _mm256_add_ps(acc[0][i][h][j], acc[1][i][h][j]);
+          tot[i][h][j] = _mm256_fmadd_ps(sum, sv, tot[i][h][j]);
+          if (OFF) tot[i][h][j] = _mm256_fmadd_ps(_mm256_set1_ps(a.xg[(m0 + j) * a.G + g]), ov, tot[i][h][j]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < NB; ++i)
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < MB; ++j) _mm256_storeu_ps(a.y + (m0 + j) * a.N + (b0 + i) * 16 + 8 * h, tot[i][h][j]);
+}
+
+template <int BITS, typename SC, int NB, int MB, bool OFF>
+inline void lb_blocks2(const LBArgs& a, int64_t b0, int64_t b1, int64_t m0) {
+  int64_t b = b0;
+  for (; b + NB <= b1; b += NB) lb_tile2<BITS, SC, NB, MB, OFF>(a, b, m0);
+  for (; b < b1; ++b) lb_tile2<BITS, SC, 1, MB, OFF>(a, b, m0);
+}
+
+template <int BITS, typename SC, bool OFF>
+void lb_run(const LBArgs& a, int64_t b0, int64_t b1, int64_t M) {
+  int64_t m = 0;
+  for (; m + 2 <= M; m += 2) lb_blocks2<BITS, SC, 1, 2, OFF>(a, b0, b1, m);
+  if (m < M) lb_blocks2<BITS, SC, 2, 1, OFF>(a, b0, b1, m);
+}
+#endif
+
 // Code of row i of block b at column k.
 template <int BITS>
 inline float code_at(const uint8_t* q, int64_t K, int64_t b, int64_t k, int64_t i) {
@@ -394,7 +483,7 @@ at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q,
       } else
 #endif
       {
-#if NEUTRINO_HAVE_AVX512
+#if NEUTRINO_HAVE_AVX512 || NEUTRINO_HAVE_AVX2
         if (bits == 8) { if (off) lb_run<8, SC, true>(a, b0, b1, M); else lb_run<8, SC, false>(a, b0, b1, M); }
         else { if (off) lb_run<4, SC, true>(a, b0, b1, M); else lb_run<4, SC, false>(a, b0, b1, M); }
 #else
@@ -475,6 +564,8 @@ at::Tensor lowbit_dequant(int64_t bits, const at::Tensor& q, const at::Tensor& s
 }
 
 // "avx512-vnni": lowbit_linear has its integer path; "avx512": fp32 FMAs only; "generic": scalar code.
-std::string quant_isa() { return NEUTRINO_HAVE_VNNI ? "avx512-vnni" : NEUTRINO_HAVE_AVX512 ? "avx512" : "generic"; }
+std::string quant_isa() {
+  return NEUTRINO_HAVE_VNNI ? "avx512-vnni" : NEUTRINO_HAVE_AVX512 ? "avx512" : NEUTRINO_HAVE_AVX2 ? "avx2" : "generic";
+}
 
 }  // namespace neutrino

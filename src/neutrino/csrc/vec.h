@@ -35,6 +35,13 @@
 #define NEUTRINO_HAVE_VNNI 0
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define NEUTRINO_HAVE_AVX2 1
+#else
+#define NEUTRINO_HAVE_AVX2 0
+#endif
+
 namespace neutrino::vec {
 
 inline float to_f(float x) { return x; }
@@ -75,6 +82,16 @@ void parallel_dynamic(int64_t n, int64_t nthreads, int64_t scratch_floats, const
         fn(i, scratch.data());
   });
 }
+
+#if NEUTRINO_HAVE_AVX2
+// 8 values as fp32.
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const c10::BFloat16* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+inline __m256 load8(const c10::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+#endif
 
 #if NEUTRINO_HAVE_AVX512
 // 16 values as fp32.
