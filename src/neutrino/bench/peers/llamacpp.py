@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from neutrino.bench.peers import assets
-from neutrino.bench.peers.engines import RunContext
+from neutrino.bench.peers.context import RunContext
 from neutrino.bench.peers.process import PeakRss, PeerRunError
 from neutrino.bench.processes import free_port, launched
 

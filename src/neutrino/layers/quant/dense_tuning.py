@@ -27,6 +27,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from neutrino.cache import cache_dir
 from neutrino.errors import ConfigError
 from neutrino.kernels import loader
 
@@ -40,8 +41,6 @@ _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def cache_path() -> Path:
-    from neutrino.weights.default import cache_dir
-
     return cache_dir() / "tuning" / "dense_linear.json"
 
 
