@@ -126,20 +126,6 @@ inline void lb_tile(const LBArgs& a, int64_t b0, int64_t m0) {
     for (int j = 0; j < MB; ++j) _mm512_storeu_ps(a.y + (m0 + j) * a.N + (b0 + i) * 16, tot[i][j]);
 }
 
-template <int BITS, typename SC, int NB, int MB, bool OFF>
-inline void lb_blocks(const LBArgs& a, int64_t b0, int64_t b1, int64_t m0) {
-  int64_t b = b0;
-  for (; b + NB <= b1; b += NB) lb_tile<BITS, SC, NB, MB, OFF>(a, b, m0);
-  for (; b < b1; ++b) lb_tile<BITS, SC, 1, MB, OFF>(a, b, m0);
-}
-
-template <int BITS, typename SC, bool OFF>
-void lb_run(const LBArgs& a, int64_t b0, int64_t b1, int64_t M) {
-  int64_t m = 0;
-  for (; m + 4 <= M; m += 4) lb_blocks<BITS, SC, 1, 4, OFF>(a, b0, b1, m);
-  if (m + 2 <= M) { lb_blocks<BITS, SC, 2, 2, OFF>(a, b0, b1, m); m += 2; }
-  if (m < M) lb_blocks<BITS, SC, 8, 1, OFF>(a, b0, b1, m);
-}
 #endif
 
 #if NEUTRINO_HAVE_VNNI
@@ -310,7 +296,7 @@ inline void load_cols2(const uint8_t* blk, int64_t k, __m256 (&w0)[2], __m256 (&
 }
 
 template <int BITS, typename SC, int NB, int MB, bool OFF>
-inline void lb_tile2(const LBArgs& a, int64_t b0, int64_t m0) {
+inline void lb_tile(const LBArgs& a, int64_t b0, int64_t m0) {
   __m256 tot[NB][2][MB];
   for (int i = 0; i < NB; ++i)
     for (int h = 0; h < 2; ++h)
@@ -358,18 +344,29 @@ inline void lb_tile2(const LBArgs& a, int64_t b0, int64_t m0) {
       for (int j = 0; j < MB; ++j) _mm256_storeu_ps(a.y + (m0 + j) * a.N + (b0 + i) * 16 + 8 * h, tot[i][h][j]);
 }
 
+#endif
+
+#if NEUTRINO_HAVE_AVX512 || NEUTRINO_HAVE_AVX2
+// Row blocks [b0, b1) for tokens [m0, m0 + MB), NB blocks per tile (the ISA's lb_tile).
 template <int BITS, typename SC, int NB, int MB, bool OFF>
-inline void lb_blocks2(const LBArgs& a, int64_t b0, int64_t b1, int64_t m0) {
+inline void lb_blocks(const LBArgs& a, int64_t b0, int64_t b1, int64_t m0) {
   int64_t b = b0;
-  for (; b + NB <= b1; b += NB) lb_tile2<BITS, SC, NB, MB, OFF>(a, b, m0);
-  for (; b < b1; ++b) lb_tile2<BITS, SC, 1, MB, OFF>(a, b, m0);
+  for (; b + NB <= b1; b += NB) lb_tile<BITS, SC, NB, MB, OFF>(a, b, m0);
+  for (; b < b1; ++b) lb_tile<BITS, SC, 1, MB, OFF>(a, b, m0);
 }
 
+// Tiles by token count: as many tokens per tile as the ISA's registers hold accumulators for.
 template <int BITS, typename SC, bool OFF>
 void lb_run(const LBArgs& a, int64_t b0, int64_t b1, int64_t M) {
   int64_t m = 0;
-  for (; m + 2 <= M; m += 2) lb_blocks2<BITS, SC, 1, 2, OFF>(a, b0, b1, m);
-  if (m < M) lb_blocks2<BITS, SC, 2, 1, OFF>(a, b0, b1, m);
+#if NEUTRINO_HAVE_AVX512
+  for (; m + 4 <= M; m += 4) lb_blocks<BITS, SC, 1, 4, OFF>(a, b0, b1, m);
+  if (m + 2 <= M) { lb_blocks<BITS, SC, 2, 2, OFF>(a, b0, b1, m); m += 2; }
+  if (m < M) lb_blocks<BITS, SC, 8, 1, OFF>(a, b0, b1, m);
+#else
+  for (; m + 2 <= M; m += 2) lb_blocks<BITS, SC, 1, 2, OFF>(a, b0, b1, m);
+  if (m < M) lb_blocks<BITS, SC, 2, 1, OFF>(a, b0, b1, m);
+#endif
 }
 #endif
 

@@ -35,6 +35,7 @@ class UnquantizedLinearMethod(QuantMethod):
     ) -> None:
         weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype), requires_grad=False)
         layer.register_parameter("weight", weight)
+        layer.dense_max_rows = 0  # set by dense_tuning on CPU; a plain attribute keeps apply() cheap
         if bias:
             layer.register_parameter(
                 "bias", nn.Parameter(torch.zeros(out_features, dtype=dtype), requires_grad=False)
