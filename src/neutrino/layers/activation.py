@@ -28,7 +28,7 @@ def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
-    """[T, 2 * I] (gate | up) -> [T, I] = silu(gate) * up (one fused pass on CPU bf16)."""
+    """[T, 2 * I] (gate | up) -> [T, I] = silu(gate) * up (one fused pass on CPU)."""
     size = x.shape[-1] // 2
     if x.dim() == 2 and x.stride(1) == 1 and cpu_kernels.fused_supported(x, size):
         out = torch.empty(x.shape[0], size, dtype=x.dtype)

@@ -20,8 +20,9 @@ class RMSNorm(nn.Module):
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """norm(x); or, with `residual`, (norm(x + residual), x + residual) — the pre-norm block's add and
-        norm in one pass on CPU bf16 (x and residual are then updated in place)."""
-        fused = x.dim() == 2 and x.stride(1) == 1 and cpu_kernels.fused_supported(x, x.shape[-1])
+        norm in one pass on CPU (x and residual are then updated in place)."""
+        fused = (x.dim() == 2 and x.stride(1) == 1 and x.dtype == self.weight.dtype
+                 and cpu_kernels.fused_supported(x, x.shape[-1]))
         if residual is None:
             if fused:
                 out = torch.empty_like(x)

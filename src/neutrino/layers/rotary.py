@@ -59,11 +59,15 @@ class RotaryEmbedding(nn.Module):
         by all layers."""
         return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1), positions
 
+    def in_place(self, x: torch.Tensor) -> bool:
+        """Whether `apply` rotates rows of x's dtype and device in place (the fused CPU kernel)."""
+        return x.stride(-1) == 1 and self.cos.dtype == x.dtype and cpu_kernels.fused_supported(x, self.half)
+
     def apply(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Rotate x [T, H, D] (NeoX layout: the two halves of D form the complex pairs). On CPU bf16 x is
+        """Rotate x [T, H, D] (NeoX layout: the two halves of D form the complex pairs). On CPU x is
         rotated in place in one pass (same roundings as the eager ops) and returned."""
         cos, sin, positions = cos_sin
-        if x.stride(-1) == 1 and cpu_kernels.fused_supported(x, self.half) and self.cos.dtype == torch.bfloat16:
+        if self.in_place(x):
             torch.ops.neutrino_cpu.rotary_neox_(x, self.cos, self.sin, positions)
             return x
         x1, x2 = x[..., : self.half], x[..., self.half :]

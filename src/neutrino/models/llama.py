@@ -34,13 +34,17 @@ class LlamaAttention(nn.Module):
         self.backend = backend
 
     def forward(self, cos_sin, hidden, kv_cache, meta, rotary):
-        q, k, v = self.qkv_proj(hidden).split(self.splits, dim=-1)
+        qkv = self.qkv_proj(hidden)
+        if self.q_norm is None and rotary.in_place(qkv):  # q and k heads rotated in one pass
+            rotary.apply(qkv[:, : self.splits[0] + self.splits[1]].view(qkv.shape[0], -1, self.head_dim), cos_sin)
+        q, k, v = qkv.split(self.splits, dim=-1)
         q = q.view(-1, self.num_heads, self.head_dim)  # [T, Hq, D]
         k = k.view(-1, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = rotary.apply(q, cos_sin), rotary.apply(k, cos_sin)
+        if self.q_norm is not None or not rotary.in_place(qkv):
+            q, k = rotary.apply(q, cos_sin), rotary.apply(k, cos_sin)
         out = self.backend.forward(q, k, v, kv_cache, meta, self.scale)  # [T, Hq, D]
         return self.o_proj(out.reshape(out.shape[0], -1))
 

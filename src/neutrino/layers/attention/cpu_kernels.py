@@ -1,7 +1,7 @@
-"""The C++ attention and fused bf16 kernels for CPU (`torch.ops.neutrino_cpu`), compiled at install.
+"""The C++ attention and fused elementwise kernels for CPU (`torch.ops.neutrino_cpu`), compiled at install.
 
 One library (`neutrino/_kernels_<variant>.so`, sources in `neutrino/csrc`, loaded by
-`neutrino/kernels/loader.py`) holds the paged decode- and prefill-attention kernels and the fused bf16
+`neutrino/kernels/loader.py`) holds the paged decode- and prefill-attention kernels and the fused
 elementwise kernels (add + RMSNorm, rotary, SiLU-and-mul). It is loaded on first use or by `warmup()`.
 
 When it can't be loaded (not built, a CPU without AVX2, `NEUTRINO_DISABLE_CPP_KERNELS=1`) the loader
@@ -23,7 +23,7 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 _warned = False
 _prefill_head_dims: dict[int, bool] = {}  # head_dim -> the prefill kernel supports it (this build)
-_fused_sizes: dict[int, bool] = {}  # row size -> the fused elementwise kernels support it (this build)
+_fused_sizes: dict[tuple[torch.dtype, int], bool] = {}  # (dtype, row size) -> the fused ops handle it (this build)
 
 
 def __getattr__(name: str):
@@ -60,6 +60,7 @@ def reset() -> None:
     global _warned, _decided
     loader.reset()
     _warned = _decided = False
+    _fused_sizes.clear()
 
 
 def paged_decode_attention(
@@ -148,11 +149,12 @@ def paged_prefill_attention(
 
 
 def fused_supported(x: torch.Tensor, size: int) -> bool:
-    """Whether the fused bf16 elementwise ops (`torch.ops.neutrino_cpu.add_rms_norm_`, `rms_norm_out`,
-    `rotary_neox_` with size = head_dim / 2, `silu_and_mul_out`) handle a CPU bf16 tensor with rows of
-    `size` elements in this build."""
-    if x.device.type != "cpu" or x.dtype != torch.bfloat16 or decode_kernel() is None:
-        return False
-    if size not in _fused_sizes:
-        _fused_sizes[size] = bool(torch.ops.neutrino_cpu.fused_supported(size))
-    return _fused_sizes[size]
+    """Whether the fused elementwise ops (`torch.ops.neutrino_cpu.add_rms_norm_`, `rms_norm_out`,
+    `rotary_neox_` with size = head_dim / 2, `silu_and_mul_out`) handle a CPU float32, bfloat16 or
+    float16 tensor with rows of `size` elements in this build (every variant: the kernels need AVX2)."""
+    key = (x.dtype, size)
+    ok = _fused_sizes.get(key)
+    if ok is None:
+        ok = x.dtype in _DTYPES and decode_kernel() is not None and bool(torch.ops.neutrino_cpu.fused_supported(size))
+        _fused_sizes[key] = ok
+    return ok and x.is_cpu
