@@ -13,6 +13,14 @@ from rtn import quantize_checkpoint
 QuantPair = Callable[..., tuple[Path, Path]]
 
 
+@pytest.fixture(autouse=True)
+def exact_low_bit_kernels(monkeypatch) -> None:
+    """These tests check formats against their dequantized twins to 1e-4, so the low-bit kernels run
+    their exact path by default; the integer path (int8 activations, ~0.5 % error) is tested in
+    test_quant_vnni.py, whose tests set `NEUTRINO_QUANT_EXACT` themselves."""
+    monkeypatch.setenv("NEUTRINO_QUANT_EXACT", "1")
+
+
 @pytest.fixture(scope="session")
 def quant_pair(tiny_checkpoint, tmp_path_factory) -> QuantPair:
     """`quant_pair(fmt, family="llama", tokenizer=False, quantize_head=False, tie=None) -> (quantized_dir,

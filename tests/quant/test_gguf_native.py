@@ -65,7 +65,9 @@ def test_tiny_native_equals_dequantized(tmp_path, arch, tie, qtype) -> None:
 
 @pytest.fixture(scope="module")
 def smollm2_native_fp32(smollm2_gguf):
-    return LLM(gguf_native=True, dtype="float32", num_blocks=32)
+    with pytest.MonkeyPatch.context() as mp:  # the exact path (module scope: before the autouse fixture)
+        mp.setenv("NEUTRINO_QUANT_EXACT", "1")
+        return LLM(gguf_native=True, dtype="float32", num_blocks=32)
 
 
 def test_smollm2_native_fp32_matches_dequantized(smollm2_native_fp32, smollm2_dir) -> None:

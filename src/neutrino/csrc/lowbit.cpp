@@ -4,10 +4,11 @@
 //   with W[n,k] = q[n,k] * s[n,g] + o[n,g], g = k // group_size, for 8-bit (int8) or 4-bit (uint8
 //   nibbles) codes and scales/offsets (float32, bfloat16 or float16) in the 16-row blocked layout below.
 //   The kernel of every int8/int4/3-bit format (per-channel or group-wise, symmetric, asymmetric,
-//   GGUF's d * q + m) for small batches (decode). With AVX512-VNNI + VBMI and group_size % 16 == 0,
-//   unless `exact`: the integer path (x quantized to int8 per token and 32- or 16-column block,
-//   vpdpbusd; computes x^ @ W^T, see the integer path's comment). Otherwise fp32 FMAs on the integer
-//   codes, exact up to summation order (AVX-512, AVX2 + FMA, or portable C++).
+//   GGUF's d * q + m) for small batches (decode). With group_size % 16 == 0, unless `exact`: the
+//   integer path (x quantized to int8 per token and 32- or 16-column block; computes x^ @ W^T, see the
+//   integer path's comment): vpdpbusd with AVX512-VNNI + VBMI, else vpmaddubsw + vpmaddwd on AVX2
+//   (lowbit_avx2.cpp). Otherwise fp32 FMAs on the integer codes, exact up to summation order
+//   (AVX-512, AVX2 + FMA, or portable C++).
 // - lowbit_dequant(bits, qb, scales, offsets?, group_size, dtype, n0, n1) -> W^T[K, n1-n0] T: rows
 //   [n0, n1) of the same W, for large batches (dequantize, then the dtype's GEMM).
 #include <ATen/ATen.h>
@@ -21,11 +22,13 @@
 #include <vector>
 
 #include "kernels.h"
+#include "lowbit_int.h"
 #include "vec.h"
 
 namespace {
 
 using namespace neutrino::vec;
+using namespace neutrino::lowbit;
 
 // ---- int8 / int4 group-wise linear, blocked layout ----------------------------------------------
 // Codes are stored per block of 16 output rows, column-major within the block: int8 qb[N / 16, K, 16]
@@ -140,15 +143,6 @@ inline void lb_tile(const LBArgs& a, int64_t b0, int64_t m0) {
 // Per block y += xs * isum; per group y = s * that + o * sum(x^) (x^ = xq * xs, so y = x^ @ W^T exactly:
 // with the float sum(x) instead, the rounding of x would not cancel against o = -z s for zero-centred
 // weights: 3x the error in an emulation with RTN int4 g64 weights).
-struct VNArgs {
-  const int8_t* xq;   // [M, K] quantized activations (int4: evens-first per 8-column chunk)
-  const float* xs;    // [M, K / B] block scales
-  const int32_t* xc;  // [M, K / B] -128 * block sums of xq (int8 codes only)
-  const float* xg;    // [M, G] group sums of x^ (only with offsets)
-  const uint8_t* q; const void* s; const void* o;
-  int64_t K, B, G, gs, N;
-  float* y;
-};
 
 // x [M, K] float -> VNArgs activations (xq, xs, xc, xg) with blocks of B columns.
 inline void quantize_blocks(const float* xf, int64_t M, int64_t K, int64_t B, int64_t gs, bool int4,
@@ -190,8 +184,6 @@ inline __m512i transpose_idx() {
 }
 
 constexpr int64_t kVnPrefetch = 8192;  // bytes ahead in the code stream (measured: 1 KiB reaches ~60 % of it)
-
-inline int32_t load_i32(const int8_t* p) { int32_t v; std::memcpy(&v, p, 4); return v; }
 
 // NB row blocks x MB tokens; 2 U int32 accumulator sets (independent vpdpbusd chains), U 8-column chunks per step.
 template <int BITS, typename SC, int NB, int MB, bool OFF, int U>
@@ -264,10 +256,6 @@ void vn_run(const VNArgs& a, int64_t b0, int64_t b1, int64_t M) {
   }
 }
 
-// Activation block for a group: 32 columns (16 when the group is not a multiple of 32); 0: no integer path.
-inline int64_t act_block(int64_t group_size) {
-  return group_size % 32 == 0 ? 32 : group_size % 16 == 0 ? 16 : 0;
-}
 #endif
 
 #if NEUTRINO_HAVE_AVX2 && !NEUTRINO_HAVE_AVX512
@@ -441,7 +429,7 @@ at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q,
   TORCH_CHECK(x.dim() == 2 && x.size(1) == K && x.stride(1) == 1, "x: [M, K] with unit column stride");
   const int64_t M = x.size(0), G = scales.size(1), NBLK = q.size(0), N = NBLK * 16;
   const bool off = offsets.has_value();
-#if NEUTRINO_HAVE_VNNI
+#if NEUTRINO_HAVE_VNNI || NEUTRINO_HAVE_AVX2
   const int64_t B = exact ? 0 : act_block(group_size);
 #else
   const int64_t B = 0;
@@ -459,6 +447,8 @@ at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q,
   if (integer)
     quantize_blocks(xf.data(), M, K, B, group_size, bits == 4, xq.data(), xs.data(), xc.data(),
                     off ? xg.data() : nullptr);
+#else
+  if (integer) avx2_quantize(xf.data(), M, K, B, group_size, bits == 4, xq.data(), xs.data(), off ? xg.data() : nullptr);
 #endif
   at::Tensor y = at::empty({M, N}, x.options());
   const bool direct = x.scalar_type() == at::kFloat;
@@ -466,9 +456,8 @@ at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q,
   float* yout = direct ? y.data_ptr<float>() : yf.data();
   LBArgs a{xf.data(), K, off ? xg.data() : nullptr, static_cast<const uint8_t*>(q.data_ptr()), scales.data_ptr(),
            off ? offsets->data_ptr() : nullptr, G, group_size, N, yout};
-#if NEUTRINO_HAVE_VNNI
   VNArgs v{xq.data(), xs.data(), xc.data(), off ? xg.data() : nullptr, a.q, a.s, a.o, K, B, G, group_size, N, yout};
-#endif
+  const int scale_type = scales.scalar_type() == at::kFloat ? 0 : scales.scalar_type() == at::kBFloat16 ? 1 : 2;
   const int64_t grain = std::max<int64_t>(4, 65536 / (16 * K));  // row blocks per task
   dispatch_float(scales.scalar_type(), "lowbit_linear scales", [&](auto tag) {
     using SC = decltype(tag);
@@ -478,6 +467,8 @@ at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q,
         if (bits == 8) { if (off) vn_run<8, SC, true>(v, b0, b1, M); else vn_run<8, SC, false>(v, b0, b1, M); }
         else { if (off) vn_run<4, SC, true>(v, b0, b1, M); else vn_run<4, SC, false>(v, b0, b1, M); }
       } else
+#else
+      if (integer) avx2_integer_blocks(v, static_cast<int>(bits), scale_type, b0, b1, M); else
 #endif
       {
 #if NEUTRINO_HAVE_AVX512 || NEUTRINO_HAVE_AVX2
@@ -560,9 +551,12 @@ at::Tensor lowbit_dequant(int64_t bits, const at::Tensor& q, const at::Tensor& s
   return out;
 }
 
-// "avx512-vnni": lowbit_linear has its integer path; "avx512": fp32 FMAs only; "generic": scalar code.
+// The code paths of lowbit_linear: "avx512-vnni" (integer path with vpdpbusd, AVX-512 fp32 tiles),
+// "avx512+avx2-int8" (integer path with AVX2 vpmaddubsw, AVX-512 fp32 tiles), "avx2-int8" (both AVX2),
+// "generic" (scalar fp32 code, no integer path).
 std::string quant_isa() {
-  return NEUTRINO_HAVE_VNNI ? "avx512-vnni" : NEUTRINO_HAVE_AVX512 ? "avx512" : NEUTRINO_HAVE_AVX2 ? "avx2" : "generic";
+  return NEUTRINO_HAVE_VNNI ? "avx512-vnni" : NEUTRINO_HAVE_AVX512 ? "avx512+avx2-int8"
+         : NEUTRINO_HAVE_AVX2 ? "avx2-int8" : "generic";
 }
 
 }  // namespace neutrino

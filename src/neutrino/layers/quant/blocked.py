@@ -8,16 +8,17 @@ unless the engine runs in float32 and float16 would round them.
 Batches of at most `max_kernel_tokens` tokens (the fp32 path) or `INTEGER_PATH_MAX_TOKENS` (the integer
 path below) run the kernel; larger ones dequantize W^T in slices and run the compute dtype's GEMM.
 
-On CPUs with AVX512-VNNI and VBMI the kernel quantizes 16-bit activations to int8 per token and per
-block of 32 columns (16 for groups that are not a multiple of 32) and runs integer dot products: it
-computes x^ @ W^T for x^ = round(x / xs) * xs, xs = max|x| / 127 per block, not x @ W^T. Each element of
-x moves by at most xs / 2: the relative error of y is ~0.5 % rms for Gaussian activations
-(tests/quant/test_quant_vnni.py bounds it by 1 %), more when an outlier shares a block, and small next to
-the weights' own 4/8-bit rounding (SmolLM2 int4 ppl-lee 38.25 vs 38.12 with every batch on the kernel).
-At batch 1 it is ~2x (int4) and ~1.45x (int8) faster than the fp32 path on cold weights: it streams the
-codes at DRAM speed, one row block after another. float32 activations keep the exact fp32-FMA path, and
-`NEUTRINO_QUANT_EXACT=1` (read when the weights are processed) forces it for every dtype. Large batches
-(dequantize + GEMM) are exact either way.
+On CPUs with AVX2 (or AVX512-VNNI and VBMI) the kernel quantizes the activations (any dtype) to int8 per
+token and per block of 32 columns (16 for groups that are not a multiple of 32) and runs integer dot
+products (vpmaddubsw + vpmaddwd on AVX2, vpdpbusd with VNNI): it computes x^ @ W^T for
+x^ = round(x / xs) * xs, xs = max|x| / 127 per block, not x @ W^T. Each element of x moves by at most
+xs / 2: the relative error of y is ~0.5 % rms for Gaussian activations (tests/quant/test_quant_vnni.py
+bounds it by 1 %), more when an outlier shares a block, and small next to the weights' own 4/8-bit
+rounding (SmolLM2 int4 ppl-lee 38.25 vs 38.12 with every batch on the kernel). This is what llama.cpp
+(Q8 activations against Q4/Q8 weights) and OpenVINO (dynamic int8 activation quantization) do. At batch 1
+it is ~2x (int4) and ~1.5x (int8) faster than the fp32 path on cold weights: it streams the codes at
+DRAM speed, one row block after another. `NEUTRINO_QUANT_EXACT=1` (read when the weights are processed)
+forces the exact fp32-FMA path for every dtype. Large batches (dequantize + GEMM) are exact either way.
 
 Shapes the kernel does not take, a missing C++ library and CUDA use the subclass's fallback.
 """
@@ -37,6 +38,8 @@ from neutrino.layers.quant.quantized import QuantizedLinearMethod, add_bias, deq
 # at once (bf16, 2 threads) raising its limit from 12/16 to 32 and 64 tokens gave 348 -> 497 -> 492
 # output tok/s (int4 g64) and 353 -> 443 -> 452 (int8), against dequantize + GEMM above the limit.
 INTEGER_PATH_MAX_TOKENS = 64
+# `neutrino_quant::isa()` values whose lowbit_linear has the integer path (VNNI, or AVX2 vpmaddubsw).
+INTEGER_ISAS = ("avx512-vnni", "avx512+avx2-int8", "avx2-int8")
 
 
 def blocked(t: torch.Tensor) -> torch.Tensor:
@@ -98,18 +101,17 @@ class BlockedLowBitMethod(QuantizedLinearMethod):
         layer.qb, layer.sb = blocked(q), blocked(s).to(sdtype)
         layer.ob = None if o is None else blocked(o).to(sdtype)
         self.ops, self.group, self.path = ops, group, "kernel"
-        self.exact = exact_requested()  # float32 activations always take the exact path (apply_2d)
-        self.integer_path = ops.isa() == "avx512-vnni" and group % 16 == 0  # built with it, and a group it takes
+        self.exact = exact_requested()
+        self.integer_path = ops.isa() in INTEGER_ISAS and group % 16 == 0  # built with it, and a group it takes
         self.drop_checkpoint_tensors(layer)
 
     def apply_2d(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.path != "kernel":
             return self.fallback_apply(layer, x)
         bits = 8 if self.fmt.bits == 8 else 4
-        exact = self.exact or x.dtype == torch.float32
-        limit = INTEGER_PATH_MAX_TOKENS if self.integer_path and not exact else self.max_kernel_tokens
+        limit = INTEGER_PATH_MAX_TOKENS if self.integer_path and not self.exact else self.max_kernel_tokens
         if x.shape[0] <= limit:
-            y = self.ops.lowbit_linear(x.contiguous(), bits, layer.qb, layer.sb, layer.ob, self.group, exact)
+            y = self.ops.lowbit_linear(x.contiguous(), bits, layer.qb, layer.sb, layer.ob, self.group, self.exact)
         else:
             y = dequant_matmul(x, self.out_features, 16, lambda n0, n1: self.ops.lowbit_dequant(
                 bits, layer.qb, layer.sb, layer.ob, self.group, x.dtype, n0, n1))
