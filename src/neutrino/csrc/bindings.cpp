@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "decoder_plan.h"
 #include "kernels.h"
 
 #ifndef NEUTRINO_VARIANT
@@ -25,6 +26,14 @@ TORCH_LIBRARY(neutrino_cpu, m) {
   m.def("rotary_neox_(Tensor(a!) x, Tensor cos, Tensor sin, Tensor positions) -> ()");
   m.def("silu_and_mul_out(Tensor(a!) out, Tensor x) -> ()");
   m.def("dense_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  using neutrino::DecoderPlan;
+  m.class_<DecoderPlan>("DecoderPlan")
+      .def(torch::init<int64_t, int64_t, int64_t, double, double, at::Tensor, at::Tensor>())
+      .def("add_norm", &DecoderPlan::add_norm)
+      .def("add_dense", &DecoderPlan::add_dense)
+      .def("add_lowbit", &DecoderPlan::add_lowbit)
+      .def("num_layers", &DecoderPlan::num_layers)
+      .def("run", &DecoderPlan::run);
 }
 
 TORCH_LIBRARY_IMPL(neutrino_cpu, CPU, m) {

@@ -22,7 +22,7 @@ void paged_prefill_attention(const at::Tensor& out, const at::Tensor& q, const a
                              const at::Tensor& seq_lens, double scale);
 bool prefill_supported(int64_t head_dim);
 
-// fused.cpp: bf16 elementwise kernels (need AVX512-BF16).
+// fused.cpp: float32/bf16/fp16 elementwise kernels (AVX2, so every variant).
 bool fused_supported(int64_t n);
 void add_rms_norm_(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight, double eps);
 void rms_norm_out(const at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, double eps);
@@ -38,7 +38,7 @@ at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q,
 at::Tensor lowbit_dequant(int64_t bits, const at::Tensor& q, const at::Tensor& scales,
                           const c10::optional<at::Tensor>& offsets, int64_t group_size, at::ScalarType dtype,
                           int64_t n0, int64_t n1);
-std::string quant_isa();  // "avx512-vnni", "avx512" or "generic": the lowbit_linear code path compiled
+std::string quant_isa();  // "avx512-vnni", "avx512+avx2-int8", "avx2-int8" or "generic": lowbit_linear's paths
 
 // w8a8.cpp: dynamic per-token int8 activations and the int32 accumulator's rescale.
 std::tuple<at::Tensor, at::Tensor> quantize_per_token(const at::Tensor& x);

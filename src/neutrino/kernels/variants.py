@@ -31,7 +31,7 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 COMMON_FLAGS = ("-O3", "-g0", "-fopenmp", "-fno-math-errno", "-std=c++20")
 SOURCES = ("bindings.cpp", "paged_decode.cpp", "paged_prefill.cpp", "fused.cpp", "lowbit.cpp", "lowbit_avx2.cpp",
-           "w8a8.cpp", "dense.cpp")
+           "w8a8.cpp", "dense.cpp", "decoder_plan.cpp")
 
 
 def module_name(variant: str) -> str:

@@ -13,6 +13,7 @@ from neutrino.layers.linear import Linear, QuantFactory
 from neutrino.layers.norm import RMSNorm
 from neutrino.layers.rotary import RotaryEmbedding
 from neutrino.models.base import CausalLM
+from neutrino.models.decode_plan import DecodePlan
 from neutrino.models.registry import MODELS
 
 
@@ -110,9 +111,15 @@ class LlamaForCausalLM(CausalLM):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.rotary = RotaryEmbedding(cfg.head_dim, max_len, cfg.rope_theta, cfg.rope_scaling, dtype)
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, False, dtype, prefix="lm_head", quant=quant)
+        self.decode_plan = DecodePlan()  # decode steps' layers in one C++ call where it covers them
 
     def forward(self, input_ids, positions, kv_caches, meta: AttentionMetadata):
         hidden = self.embed_tokens(input_ids)  # [T, hidden]
+        plan = self.decode_plan.for_step(self, hidden, kv_caches, meta)
+        if plan is not None:
+            hidden, residual = plan.run(hidden, positions, kv_caches, meta.slot_mapping, meta.block_tables,
+                                        meta.seq_lens_tensor)
+            return self.norm(hidden, residual)[0]
         cos_sin = self.rotary.cos_sin(positions)
         residual = None
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from neutrino.kernels.torch_features import cpu_has_bf16_gemm
+
+
+class PlanEntry(NamedTuple):
+    """How a decoder plan (`models/decode_plan.py`) runs a linear: `DecoderPlan.add_<op>(*args)`, for
+    batches of at most `max_tokens` tokens (the Python path's kernel for them)."""
+
+    op: str  # "dense" or "lowbit"
+    args: tuple[Any, ...]
+    max_tokens: int
 
 
 class QuantMethod(ABC):
@@ -25,6 +35,10 @@ class QuantMethod(ABC):
     @abstractmethod
     def apply(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Compute `x @ W^T + b` for x of shape [num_tokens, in_features]."""
+
+    def plan_entry(self, layer: nn.Module) -> PlanEntry | None:
+        """The C++ decoder plan's form of `apply` for small batches, or None: no plan for the model."""
+        return None
 
 
 class UnquantizedLinearMethod(QuantMethod):
@@ -49,6 +63,11 @@ class UnquantizedLinearMethod(QuantMethod):
         if _can_prepack(layer.weight):
             layer.packed_weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), 1)
             layer.weight = None  # the packed copy is the only one kept
+
+    def plan_entry(self, layer: nn.Module) -> PlanEntry | None:
+        if getattr(layer, "packed_weight", None) is not None or not layer.weight.is_cpu:
+            return None
+        return PlanEntry("dense", (layer.weight, layer.bias, layer.dense_max_rows), 1 << 30)
 
     def apply(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         packed = getattr(layer, "packed_weight", None)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from neutrino.layers.quant import cpu_kernels
+from neutrino.layers.quant.base import PlanEntry
 from neutrino.layers.quant.format import unpack_nibbles
 from neutrino.layers.quant.quantized import QuantizedLinearMethod, add_bias, dequant_matmul
 
@@ -116,6 +117,13 @@ class BlockedLowBitMethod(QuantizedLinearMethod):
             y = dequant_matmul(x, self.out_features, 16, lambda n0, n1: self.ops.lowbit_dequant(
                 bits, layer.qb, layer.sb, layer.ob, self.group, x.dtype, n0, n1))
         return add_bias(y, layer.bias)
+
+    def plan_entry(self, layer: nn.Module) -> PlanEntry | None:
+        if self.path != "kernel" or type(self).apply_2d is not BlockedLowBitMethod.apply_2d:
+            return None
+        limit = INTEGER_PATH_MAX_TOKENS if self.integer_path and not self.exact else self.max_kernel_tokens
+        bits = 8 if self.fmt.bits == 8 else 4
+        return PlanEntry("lowbit", (layer.qb, layer.sb, layer.ob, layer.bias, bits, self.group, self.exact), limit)
 
     def rows(self, layer: nn.Module, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if self.path != "kernel":
