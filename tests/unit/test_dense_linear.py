@@ -24,7 +24,8 @@ def _kernels():
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)])
-@pytest.mark.parametrize("m, n, k", [(1, 960, 576), (3, 7, 19), (2, 5, 1536), (9, 33, 64), (0, 4, 8)])
+@pytest.mark.parametrize("m, n, k", [(1, 960, 576), (3, 7, 19), (2, 5, 1536), (9, 33, 64), (0, 4, 8), (5, 12, 40),
+                                     (7, 9, 24), (130, 20, 576)])  # 130 x 576: two panels of x
 def test_matches_linear(dtype, tol, m: int, n: int, k: int) -> None:
     g = torch.Generator().manual_seed(m * 1000 + n + k)
     x = torch.randn(m, k, generator=g).to(dtype)
@@ -37,6 +38,17 @@ def test_matches_linear(dtype, tol, m: int, n: int, k: int) -> None:
         expected = ref if bias is not None else F.linear(x.double(), w.double())
         if m:
             assert (got.double() - expected).abs().max().item() <= tol * expected.abs().max().item()
+
+
+def test_a_row_does_not_depend_on_the_batch() -> None:
+    """Each row of y is the same sums in the same order whatever M is (register blocks of 2-4 rows,
+    panels): a request's output does not change with the batch it runs in (the decoder plan relies on it)."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(131, 576, generator=g)
+    w = torch.randn(40, 576, generator=g)
+    full = torch.ops.neutrino_cpu.dense_linear(x, w, None)
+    for m in (1, 2, 3, 4, 5, 64):
+        assert torch.equal(torch.ops.neutrino_cpu.dense_linear(x[-m:], w, None), full[-m:])
 
 
 def test_rejects_mismatched_shapes() -> None:

@@ -151,23 +151,50 @@ void pair_layout(float* x, int64_t M, int64_t K) {
     }
 }
 
+// Rows of x per register block: 3 (fp32/fp16 weights: 12 accumulators of 16 AVX2 registers) or 2 (bf16
+// weights, whose x is loaded as even/odd pairs); on AVX-512's 32 registers 4 and 2.
+template <typename W>
+constexpr int block_rows() {
+  if constexpr (std::is_same_v<W, c10::BFloat16>) return 2;
+  return V::L == 16 ? 4 : 3;
+}
+
+template <int MM, int R, typename W>
+inline void block_any(const float* x, int64_t K, const W* w, float* y, int64_t N) {
+  if constexpr (std::is_same_v<W, c10::BFloat16>) block_bf16<MM, R>(x, K, w, y, N);
+  else block<MM, R, W>(x, K, w, y, N);
+}
+
 template <int R, typename W>
 inline void rows(const float* x, int64_t M, int64_t K, const W* w, float* y, int64_t N) {
+  constexpr int MM = block_rows<W>();
   int64_t m = 0;
-  if constexpr (std::is_same_v<W, c10::BFloat16>) {
-    for (; m + 2 <= M; m += 2) block_bf16<2, R>(x + m * K, K, w, y + m * N, N);
-    if (m < M) block_bf16<1, R>(x + m * K, K, w, y + m * N, N);
-  } else {
-    for (; m + 2 <= M; m += 2) block<2, R>(x + m * K, K, w, y + m * N, N);
-    if (m < M) block<1, R>(x + m * K, K, w, y + m * N, N);
+  for (; m + MM <= M; m += MM) block_any<MM, R>(x + m * K, K, w, y + m * N, N);
+  if constexpr (MM > 3) {
+    if (m + 3 <= M) block_any<3, R>(x + m * K, K, w, y + m * N, N), m += 3;
   }
+  if constexpr (MM > 2) {
+    if (m + 2 <= M) block_any<2, R>(x + m * K, K, w, y + m * N, N), m += 2;
+  }
+  if (m < M) block_any<1, R>(x + m * K, K, w, y + m * N, N);
 }
+
+// Rows of x per panel: the panel (this many bytes) stays in L2 while the thread's weight rows pass
+// over it kRows at a time, so at large M the weights are read once per panel and x once per weight block.
+constexpr int64_t kPanelBytes = 128 << 10;
 
 template <typename W>
 void linear_rows(const float* x, int64_t M, int64_t K, const W* w, float* y, int64_t N, int64_t n0, int64_t n1) {
-  int64_t n = n0;
-  for (; n + kRows <= n1; n += kRows) rows<kRows>(x, M, K, w + n * K, y + n, N);
-  for (; n < n1; ++n) rows<1>(x, M, K, w + n * K, y + n, N);
+  constexpr int MM = block_rows<W>();
+  const int64_t panel = std::max<int64_t>(MM, kPanelBytes / (K * static_cast<int64_t>(sizeof(float))) / MM * MM);
+  for (int64_t m0 = 0; m0 < M; m0 += panel) {
+    const int64_t mp = std::min(panel, M - m0);
+    const float* xp = x + m0 * K;
+    float* yp = y + m0 * N;
+    int64_t n = n0;
+    for (; n + kRows <= n1; n += kRows) rows<kRows>(xp, mp, K, w + n * K, yp + n, N);
+    for (; n < n1; ++n) rows<1>(xp, mp, K, w + n * K, yp + n, N);
+  }
 }
 
 }  // namespace

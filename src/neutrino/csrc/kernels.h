@@ -13,7 +13,7 @@ namespace neutrino {
 void paged_decode_attention(const at::Tensor& out, const at::Tensor& q, const at::Tensor& key_cache,
                             const at::Tensor& value_cache, const at::Tensor& block_tables,
                             const at::Tensor& seq_lens, double scale, bool force_generic);
-std::string attention_isa();  // "avx512+bf16", "avx512" or "generic": the decode code path compiled
+std::string attention_isa();  // "avx512+bf16", "avx512", "avx2" or "generic": the decode code path
 
 // paged_prefill.cpp: causal attention of chunks of query rows (bf16, needs AVX512-BF16).
 void paged_prefill_attention(const at::Tensor& out, const at::Tensor& q, const at::Tensor& key_cache,

@@ -514,6 +514,15 @@ void dequant_tiles(const LBArgs& a, int64_t B0, int64_t NB, int64_t W, T* outp, 
           const __m512 ov = op ? load16(op + si) : _mm512_setzero_ps();
           store16(dst, _mm512_fmadd_ps(w0, sv, ov));
           store16(dst + W, _mm512_fmadd_ps(w1, sv, ov));
+#elif NEUTRINO_HAVE_AVX2
+          __m256 w0[2], w1[2];
+          load_cols2<BITS>(a.q + b * block_bytes<BITS>(a.K), k, w0, w1);
+          for (int h = 0; h < 2; ++h) {
+            const __m256 sv = load8(sp + si + 8 * h);
+            const __m256 ov = op ? load8(op + si + 8 * h) : _mm256_setzero_ps();
+            store8(dst + 8 * h, _mm256_fmadd_ps(w0[h], sv, ov));
+            store8(dst + W + 8 * h, _mm256_fmadd_ps(w1[h], sv, ov));
+          }
 #else
           for (int64_t i = 0; i < 16; ++i)
             for (int64_t c = 0; c < 2; ++c)

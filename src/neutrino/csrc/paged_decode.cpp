@@ -148,13 +148,14 @@ void unit_generic(const Params& p, int64_t b, int64_t begin, int64_t end, const 
   }
 }
 
+// Lazy rescaling (the vector kernels): the reference max m only moves when a chunk's score exceeds it by
+// more than kLazyMargin, so most chunks skip the max-reduction and the rescale of acc/l (p <= e^8: no
+// overflow).
+constexpr float kLazyMargin = 8.f;
+
 #if NEUTRINO_HAVE_AVX512
 // AVX-512 kernel for D = 16 * NV. kDot: QK^T with AVX512-BF16 dot products straight on the bf16 cache
 // and the bf16 q (exact bf16 products, fp32 sums; ~10% faster than converting K to fp32 first).
-//
-// Lazy rescaling: the reference max m only moves when a chunk's score exceeds it by more than
-// kLazyMargin, so most chunks skip the max-reduction and the rescale of acc/l (p <= e^8: no overflow).
-constexpr float kLazyMargin = 8.f;
 
 template <typename KV, int NV, bool kDot>
 void unit_avx512(const Params& p, int64_t b, int64_t begin, int64_t end, const float* qf, float* acc, float* m,
@@ -246,6 +247,95 @@ void unit_avx512(const Params& p, int64_t b, int64_t begin, int64_t end, const f
 }
 #endif  // NEUTRINO_HAVE_AVX512
 
+#if NEUTRINO_HAVE_AVX2 && !NEUTRINO_HAVE_AVX512
+// AVX2 kernel for D = 8 * NV, the AVX-512 one's structure with 8-lane vectors: a chunk's 16 scores are two
+// vectors, each from 8 per-token partial-sum vectors by a transposing reduction.
+inline __m256 hsum8x8(const __m256 (&v)[8]) {
+  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+inline float hmax8(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+
+template <typename KV, int NV>
+void unit_avx2(const Params& p, int64_t b, int64_t begin, int64_t end, const float* qf, float* acc, float* m,
+               float* l) {
+  constexpr int64_t D = 8 * NV;
+  const int64_t G = p.G, Hq = p.Hkv * p.G;
+  const KV* kc = static_cast<const KV*>(p.k);
+  const KV* vc = static_cast<const KV*>(p.v);
+  alignas(32) float pbuf[kChunk];
+  const __m256 lane = _mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
+  const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t start = begin, step = 0; start < end; start += step) {
+    const int64_t blk = start / p.bs, off = start % p.bs;
+    const int n = static_cast<int>(std::min<int64_t>({kChunk, p.bs - off, end - start}));
+    step = n;
+    const int64_t bid = block_id(p, b, blk);
+    const __m256 nv = _mm256_set1_ps(static_cast<float>(n));
+    const __m256 valid[2] = {_mm256_cmp_ps(lane, nv, _CMP_LT_OQ),
+                             _mm256_cmp_ps(_mm256_add_ps(lane, _mm256_set1_ps(8.f)), nv, _CMP_LT_OQ)};
+    for (int64_t h = 0; h < p.Hkv; ++h) {
+      const KV* kbase = kc + bid * p.k_s0 + off * p.k_s1 + h * p.k_s2;
+      const KV* vbase = vc + bid * p.v_s0 + off * p.v_s1 + h * p.v_s2;
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t hq = h * G + g;
+        prefetch_rows<KV>(p, b, start + n, end, hq * kChunk / Hq, (hq + 1) * kChunk / Hq);
+        const float* qg = qf + hq * D;
+        __m256 sc[2];
+        for (int half = 0; half < 2; ++half) {
+          __m256 part[8];
+          for (int i = 0; i < 8; ++i) {
+            const int t = 8 * half + i;
+            if (t < n) {
+              const KV* kr = kbase + t * p.k_s1;
+              __m256 s = _mm256_mul_ps(_mm256_loadu_ps(qg), load8(kr));
+              for (int v = 1; v < NV; ++v) s = _mm256_fmadd_ps(_mm256_loadu_ps(qg + 8 * v), load8(kr + 8 * v), s);
+              part[i] = s;
+            } else {
+              part[i] = _mm256_setzero_ps();
+            }
+          }
+          sc[half] = _mm256_blendv_ps(ninf, hsum8x8(part), valid[half]);
+        }
+        const __m256 thr = _mm256_set1_ps(m[hq] + kLazyMargin);
+        const bool rescale = _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(sc[0], thr, _CMP_GT_OQ),
+                                                             _mm256_cmp_ps(sc[1], thr, _CMP_GT_OQ))) != 0;
+        float alpha = 1.f;
+        if (rescale) {  // always on the first chunk (m = -inf)
+          const float mnew = std::max(m[hq], hmax8(_mm256_max_ps(sc[0], sc[1])));
+          alpha = std::exp(m[hq] - mnew);  // m = -inf -> 0 (acc and l are 0 then anyway)
+          l[hq] *= alpha;
+          m[hq] = mnew;
+        }
+        const __m256 mv = _mm256_set1_ps(m[hq]);
+        const __m256 p0 = _mm256_and_ps(exp256(_mm256_sub_ps(sc[0], mv)), valid[0]);
+        const __m256 p1 = _mm256_and_ps(exp256(_mm256_sub_ps(sc[1], mv)), valid[1]);
+        l[hq] += hsum8(_mm256_add_ps(p0, p1));
+        _mm256_store_ps(pbuf, p0);
+        _mm256_store_ps(pbuf + 8, p1);
+        float* ag = acc + hq * D;
+        __m256 av[NV];
+        for (int v = 0; v < NV; ++v) av[v] = _mm256_loadu_ps(ag + 8 * v);
+        if (rescale)
+          for (int v = 0; v < NV; ++v) av[v] = _mm256_mul_ps(av[v], _mm256_set1_ps(alpha));
+        for (int t = 0; t < n; ++t) {
+          const __m256 pt = _mm256_set1_ps(pbuf[t]);
+          const KV* vr = vbase + t * p.v_s1;
+          for (int v = 0; v < NV; ++v) av[v] = _mm256_fmadd_ps(pt, load8(vr + 8 * v), av[v]);
+        }
+        for (int v = 0; v < NV; ++v) _mm256_storeu_ps(ag + 8 * v, av[v]);
+      }
+    }
+  }
+}
+#endif  // NEUTRINO_HAVE_AVX2 && !NEUTRINO_HAVE_AVX512
+
 using UnitFn = void (*)(const Params&, int64_t, int64_t, int64_t, const float*, float*, float*, float*);
 
 #if NEUTRINO_HAVE_AVX512
@@ -273,6 +363,17 @@ UnitFn pick_unit(int64_t D, bool force_generic, bool dot_ok) {
       case 96: return pick_avx512<KV, 6>(dot_ok);
       case 128: return pick_avx512<KV, 8>(dot_ok);
       case 256: return pick_avx512<KV, 16>(dot_ok);
+      default: break;
+    }
+  }
+#elif NEUTRINO_HAVE_AVX2
+  if (!force_generic) {
+    switch (D) {
+      case 32: return unit_avx2<KV, 4>;
+      case 64: return unit_avx2<KV, 8>;
+      case 80: return unit_avx2<KV, 10>;
+      case 96: return unit_avx2<KV, 12>;
+      case 128: return unit_avx2<KV, 16>;
       default: break;
     }
   }
@@ -430,6 +531,8 @@ std::string attention_isa() {
   return "avx512+bf16";
 #elif NEUTRINO_HAVE_AVX512
   return "avx512";
+#elif NEUTRINO_HAVE_AVX2
+  return "avx2";
 #else
   return "generic";
 #endif

@@ -32,7 +32,7 @@ class Kernels:
 
     variant: str
     path: Path
-    attention_isa: str  # "avx512+bf16", "avx512" or "generic"
+    attention_isa: str  # "avx512+bf16", "avx512", "avx2" or "generic"
     quant_isa: str  # "avx512-vnni", "avx512+avx2-int8", "avx2-int8" or "generic"
 
     def describe(self) -> str:

@@ -5,7 +5,10 @@ The two differ by machine: on a 2-vCPU AMD EPYC (AVX2, 2026-12-03) F.linear stre
 about 7 GB/s at batch 1 and the kernel at about 15 GB/s, and the kernel still wins at 16-32 rows there;
 on Intel with AMX the oneDNN bf16 path is prepacked and not replaced. So for each (dtype, N, K) group of
 dense linears the model has, both run on the group's own weights (streamed from memory, as in decode)
-at M = 1, 2, 4, ... rows, and the kernel takes every M up to the first at which it loses. Decisions are
+at M = 1, 2, 4, ..., 512 rows, and the kernel takes every M up to the first at which it loses (every M
+when it wins at all of them: past a few hundred rows both are compute-bound and keep their order). Small
+M streams the weights from memory as decode does; from 16 rows on, where the step is compute-bound,
+fewer layers are timed, so that the first load spends about a second here. Decisions are
 cached per machine, kernel variant and version, torch version, thread count and OMP wait policy in
 `tuning/dense_linear.json` under Neutrino's cache root (`~/.cache/neutrino`; delete it to measure
 again); the first load measures, later loads read it.
@@ -34,8 +37,9 @@ from neutrino.kernels import loader
 logger = logging.getLogger(__name__)
 
 ENV = "NEUTRINO_DENSE_LINEAR"
-KERNEL_VERSION = 2  # bump when csrc/dense.cpp changes speed, so that cached decisions are measured again
-CANDIDATE_ROWS = (1, 2, 4, 8, 16, 32)
+KERNEL_VERSION = 3  # bump when csrc/dense.cpp changes speed, so that cached decisions are measured again
+CANDIDATE_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+NO_LIMIT = 1 << 30  # the kernel's row limit when it wins at every candidate
 MEASURE_BYTES = 64 << 20  # weights timed per group and pass: more than a last-level cache holds
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -108,11 +112,14 @@ def measure(layers: list[nn.Module], op: Callable[..., torch.Tensor]) -> dict[st
     row limit is the last count before the first at which it is slower."""
     w = cast(torch.Tensor, layers[0].weight)
     per_layer = w.numel() * w.element_size()
-    # enough layers to stream MEASURE_BYTES from memory; a model smaller than that runs from cache anyway
-    sample = layers[: max(1, min(len(layers), -(-MEASURE_BYTES // per_layer)))]
-    limit, timings = 0, {}
+    limit, timings, streamed = 0, {}, 0
     with torch.inference_mode():
         for rows in CANDIDATE_ROWS:
+            # enough layers to stream MEASURE_BYTES from memory (a model smaller than that runs from cache
+            # anyway), fewer where the rows make it compute-bound
+            budget = MEASURE_BYTES * 8 // max(8, rows)
+            sample = layers[: max(1, min(len(layers), -(-budget // per_layer)))]
+            streamed = max(streamed, per_layer * len(sample))
             x = torch.randn(rows, w.shape[1], dtype=w.dtype)
             times = {}
             for name, fn in (("kernel", op), ("torch", nn.functional.linear)):
@@ -121,8 +128,8 @@ def measure(layers: list[nn.Module], op: Callable[..., torch.Tensor]) -> dict[st
             timings[str(rows)] = times
             if times["kernel"] >= times["torch"]:
                 break
-            limit = rows
-    return {"max_rows": limit, "seconds_per_pass": timings, "bytes_per_pass": per_layer * len(sample)}
+            limit = NO_LIMIT if rows == CANDIDATE_ROWS[-1] else rows
+    return {"max_rows": limit, "seconds_per_pass": timings, "bytes_per_pass": streamed}
 
 
 def tune(model: nn.Module) -> dict[str, int]:
