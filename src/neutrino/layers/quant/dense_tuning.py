@@ -8,7 +8,7 @@ dense linears the model has, both run on the group's own weights (streamed from 
 at M = 1, 2, 4, ..., 512 rows, and the kernel takes every M up to the first at which it loses (every M
 when it wins at all of them: past a few hundred rows both are compute-bound and keep their order). Small
 M streams the weights from memory as decode does; from 16 rows on, where the step is compute-bound,
-fewer layers are timed, so that the first load spends about a second here. Decisions are
+fewer bytes are timed (fewer layers, or the first rows of one large layer such as an LM head). Decisions are
 cached per machine, kernel variant and version, torch version, thread count and OMP wait policy in
 `tuning/dense_linear.json` under Neutrino's cache root (`~/.cache/neutrino`; delete it to measure
 again); the first load measures, later loads read it.
@@ -99,8 +99,16 @@ def _machine_key() -> str:
             f"|wait {wait}")
 
 
-def _pass_time(fn: Callable[..., torch.Tensor], layers: list[nn.Module], x: torch.Tensor) -> float:
-    weights = [cast(torch.Tensor, layer.weight) for layer in layers]
+def _sample(layers: list[nn.Module], budget: int) -> list[torch.Tensor]:
+    """The weights of enough layers to hold `budget` bytes, or the first rows of one layer larger than that."""
+    w = cast(torch.Tensor, layers[0].weight)
+    row_bytes = w.shape[1] * w.element_size()
+    if w.shape[0] * row_bytes > budget:
+        return [w[: max(64, budget // row_bytes)]]  # a contiguous slice of rows: same kernel, less time
+    return [cast(torch.Tensor, layer.weight) for layer in layers[: min(len(layers), -(-budget // (w.shape[0] * row_bytes)))]]
+
+
+def _pass_time(fn: Callable[..., torch.Tensor], weights: list[torch.Tensor], x: torch.Tensor) -> float:
     start = time.perf_counter()
     for w in weights:
         fn(x, w, None)
@@ -111,15 +119,13 @@ def measure(layers: list[nn.Module], op: Callable[..., torch.Tensor]) -> dict[st
     """Time the kernel and F.linear on these layers' weights at each candidate row count; the kernel's
     row limit is the last count before the first at which it is slower."""
     w = cast(torch.Tensor, layers[0].weight)
-    per_layer = w.numel() * w.element_size()
     limit, timings, streamed = 0, {}, 0
     with torch.inference_mode():
         for rows in CANDIDATE_ROWS:
-            # enough layers to stream MEASURE_BYTES from memory (a model smaller than that runs from cache
-            # anyway), fewer where the rows make it compute-bound
-            budget = MEASURE_BYTES * 8 // max(8, rows)
-            sample = layers[: max(1, min(len(layers), -(-budget // per_layer)))]
-            streamed = max(streamed, per_layer * len(sample))
+            # MEASURE_BYTES streamed from memory at few rows (a model smaller than that runs from cache
+            # anyway), fewer bytes where the rows make it compute-bound
+            sample = _sample(layers, MEASURE_BYTES * 8 // max(8, rows))
+            streamed = max(streamed, sum(t.numel() * t.element_size() for t in sample))
             x = torch.randn(rows, w.shape[1], dtype=w.dtype)
             times = {}
             for name, fn in (("kernel", op), ("torch", nn.functional.linear)):
