@@ -1,5 +1,6 @@
-// Dense linears for a few rows of activations (batch-1 and small-batch decode): y = x @ w^T + b with
-// x [M, K] (M small), w [N, K] float32/bfloat16/float16 in its plain layout, fp32 accumulation.
+// Dense linears for decode-sized batches: y = x @ w^T + b with x [M, K], w [N, K] float32/bfloat16/float16
+// in its plain layout, fp32 accumulation. Larger M is blocked in panels of x (below) and works at any M;
+// which M it runs at is measured against the BLAS per machine and shape.
 //
 // At M = 1..8 a linear is a stream over the weights: the time is the bytes of w over the memory
 // bandwidth. The BLAS sgemm under torch's F.linear reaches about 8 GB/s of a 22 GB/s read bandwidth on a

@@ -67,19 +67,34 @@ void store_out(const Params& p, int64_t b, const float* acc, const float* l) {
   }
 }
 
+// The chunk of tokens from `start` (at most kChunk, never across a cache block): its length and where its
+// rows begin in the K and V caches (kv head 0).
+template <typename KV>
+struct Chunk {
+  int64_t n;
+  const KV* k;
+  const KV* v;
+};
+
+template <typename KV>
+inline Chunk<KV> chunk_at(const Params& p, int64_t b, int64_t start, int64_t end) {
+  const int64_t off = start % p.bs, bid = block_id(p, b, start / p.bs);
+  return {std::min<int64_t>({kChunk, p.bs - off, end - start}),
+          static_cast<const KV*>(p.k) + bid * p.k_s0 + off * p.k_s1,
+          static_cast<const KV*>(p.v) + bid * p.v_s0 + off * p.v_s1};
+}
+
 // Prefetch tokens [t0, t1) (all kv heads, K and V) of the chunk starting at token `start`.
 // always_inline matters: gcc deems a prefetch-only function pure and drops calls to it before inlining.
 template <typename KV>
 __attribute__((always_inline)) inline void prefetch_rows(const Params& p, int64_t b, int64_t start, int64_t end,
                                                          int64_t t0, int64_t t1) {
   if (start >= end) return;
-  const int64_t blk = start / p.bs, off = start % p.bs;
-  const int64_t n = std::min<int64_t>({kChunk, p.bs - off, end - start});
-  t1 = std::min(t1, n);
+  const Chunk<KV> c = chunk_at<KV>(p, b, start, end);
+  t1 = std::min(t1, c.n);
   if (t0 >= t1) return;
-  const int64_t bid = block_id(p, b, blk);
-  const char* kb = reinterpret_cast<const char*>(static_cast<const KV*>(p.k) + bid * p.k_s0 + off * p.k_s1);
-  const char* vb = reinterpret_cast<const char*>(static_cast<const KV*>(p.v) + bid * p.v_s0 + off * p.v_s1);
+  const char* kb = reinterpret_cast<const char*>(c.k);
+  const char* vb = reinterpret_cast<const char*>(c.v);
   const int64_t row = p.D * (int64_t)sizeof(KV);
   for (int64_t t = t0; t < t1; ++t)
     for (int64_t h = 0; h < p.Hkv; ++h)
@@ -99,17 +114,13 @@ template <typename KV>
 void unit_generic(const Params& p, int64_t b, int64_t begin, int64_t end, const float* qf, float* acc, float* m,
                   float* l) {
   const int64_t D = p.D, G = p.G;
-  const KV* kc = static_cast<const KV*>(p.k);
-  const KV* vc = static_cast<const KV*>(p.v);
   float s[kChunk];
   for (int64_t start = begin, step = 0; start < end; start += step) {
-    const int64_t blk = start / p.bs, off = start % p.bs;
-    const int64_t n = std::min<int64_t>({kChunk, p.bs - off, end - start});
-    step = n;
-    const int64_t bid = block_id(p, b, blk);
+    const Chunk<KV> c = chunk_at<KV>(p, b, start, end);
+    const int64_t n = step = c.n;
     for (int64_t h = 0; h < p.Hkv; ++h) {
-      const KV* kbase = kc + bid * p.k_s0 + off * p.k_s1 + h * p.k_s2;
-      const KV* vbase = vc + bid * p.v_s0 + off * p.v_s1 + h * p.v_s2;
+      const KV* kbase = c.k + h * p.k_s2;
+      const KV* vbase = c.v + h * p.v_s2;
       for (int64_t g = 0; g < G; ++g) {
         const int64_t hq = h * G + g;
         prefetch_rows<KV>(p, b, start + n, end, hq * kChunk / (p.Hkv * G), (hq + 1) * kChunk / (p.Hkv * G));
@@ -163,18 +174,14 @@ void unit_avx512(const Params& p, int64_t b, int64_t begin, int64_t end, const f
   constexpr int64_t D = 16 * NV;
   static_assert(!kDot || (std::is_same_v<KV, c10::BFloat16> && NV % 2 == 0), "bf16 dot path needs D % 32 == 0");
   const int64_t G = p.G, Hq = p.Hkv * p.G;
-  const KV* kc = static_cast<const KV*>(p.k);
-  const KV* vc = static_cast<const KV*>(p.v);
   alignas(64) float pbuf[kChunk];
   for (int64_t start = begin, step = 0; start < end; start += step) {
-    const int64_t blk = start / p.bs, off = start % p.bs;
-    const int n = static_cast<int>(std::min<int64_t>({kChunk, p.bs - off, end - start}));
-    step = n;
-    const int64_t bid = block_id(p, b, blk);
+    const Chunk<KV> c = chunk_at<KV>(p, b, start, end);
+    const int n = static_cast<int>(step = c.n);
     const __mmask16 mask = n == kChunk ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
     for (int64_t h = 0; h < p.Hkv; ++h) {
-      const KV* kbase = kc + bid * p.k_s0 + off * p.k_s1 + h * p.k_s2;
-      const KV* vbase = vc + bid * p.v_s0 + off * p.v_s1 + h * p.v_s2;
+      const KV* kbase = c.k + h * p.k_s2;
+      const KV* vbase = c.v + h * p.v_s2;
       for (int64_t g = 0; g < G; ++g) {
         const int64_t hq = h * G + g;
         // The next chunk usually lives in another, randomly placed block: fetch it while this one
@@ -267,22 +274,18 @@ void unit_avx2(const Params& p, int64_t b, int64_t begin, int64_t end, const flo
                float* l) {
   constexpr int64_t D = 8 * NV;
   const int64_t G = p.G, Hq = p.Hkv * p.G;
-  const KV* kc = static_cast<const KV*>(p.k);
-  const KV* vc = static_cast<const KV*>(p.v);
   alignas(32) float pbuf[kChunk];
   const __m256 lane = _mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
   const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   for (int64_t start = begin, step = 0; start < end; start += step) {
-    const int64_t blk = start / p.bs, off = start % p.bs;
-    const int n = static_cast<int>(std::min<int64_t>({kChunk, p.bs - off, end - start}));
-    step = n;
-    const int64_t bid = block_id(p, b, blk);
+    const Chunk<KV> c = chunk_at<KV>(p, b, start, end);
+    const int n = static_cast<int>(step = c.n);
     const __m256 nv = _mm256_set1_ps(static_cast<float>(n));
     const __m256 valid[2] = {_mm256_cmp_ps(lane, nv, _CMP_LT_OQ),
                              _mm256_cmp_ps(_mm256_add_ps(lane, _mm256_set1_ps(8.f)), nv, _CMP_LT_OQ)};
     for (int64_t h = 0; h < p.Hkv; ++h) {
-      const KV* kbase = kc + bid * p.k_s0 + off * p.k_s1 + h * p.k_s2;
-      const KV* vbase = vc + bid * p.v_s0 + off * p.v_s1 + h * p.v_s2;
+      const KV* kbase = c.k + h * p.k_s2;
+      const KV* vbase = c.v + h * p.v_s2;
       for (int64_t g = 0; g < G; ++g) {
         const int64_t hq = h * G + g;
         prefetch_rows<KV>(p, b, start + n, end, hq * kChunk / Hq, (hq + 1) * kChunk / Hq);
