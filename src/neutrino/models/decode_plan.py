@@ -17,11 +17,11 @@ linears (`PlanEntry.max_tokens`), prefill and mixed steps always take the Python
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import torch
 
+from neutrino.env import env_flag
 from neutrino.layers.attention import cpu_kernels
 from neutrino.layers.attention.backend import TorchPagedAttention
 from neutrino.layers.attention.metadata import AttentionMetadata
@@ -38,11 +38,11 @@ class NoPlan(Exception):
 
 
 class DecodePlan:
-    """The plan of one model, built lazily; `enabled` (default: `NEUTRINO_DECODE_PLAN` is not "0")
+    """The plan of one model, built lazily; `enabled` (`NEUTRINO_DECODE_PLAN`, default on)
     switches it off, e.g. to compare with the Python layers."""
 
     def __init__(self) -> None:
-        self.enabled = os.environ.get(PLAN_ENV, "1") != "0"
+        self.enabled = env_flag(PLAN_ENV, True)
         self.built = False
         self.plan: Any = None
         self.max_tokens = 0

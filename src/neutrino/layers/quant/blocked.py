@@ -25,11 +25,10 @@ Shapes the kernel does not take, a missing C++ library and CUDA use the subclass
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
+from neutrino.env import env_flag
 from neutrino.layers.quant import cpu_kernels
 from neutrino.layers.quant.base import PlanEntry
 from neutrino.layers.quant.format import unpack_nibbles
@@ -59,7 +58,7 @@ EXACT_ENV = "NEUTRINO_QUANT_EXACT"
 
 def exact_requested() -> bool:
     """Whether `NEUTRINO_QUANT_EXACT=1` asks for the exact (float activation) kernel path."""
-    return os.environ.get(EXACT_ENV, "0") not in ("", "0")
+    return env_flag(EXACT_ENV, False)
 
 
 def scale_dtype(tensors: list[torch.Tensor], dtype: torch.dtype) -> torch.dtype:
