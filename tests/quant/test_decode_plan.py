@@ -65,3 +65,48 @@ def test_plan_switch_and_uncovered_models(tiny_checkpoint, monkeypatch, caplog) 
     plan = qwen3.engine.runner.model.decode_plan
     assert plan.built and plan.plan is None
     assert "QK-norm" in caplog.text
+
+
+def test_one_parallel_region_equals_op_by_op(quant_pair, monkeypatch) -> None:
+    """The plan's step in one parallel region (threads sharing each linear's rows and the attention's
+    (sequence, kv head) units, `run_team`) gives what the op-by-op run gives, bitwise, for batch 3 and 1
+    and for a context long enough that the attention merges split parts (> 256 tokens)."""
+    plan_or_skip()
+    monkeypatch.setenv("NEUTRINO_QUANT_EXACT", "0")
+    llm = LLM(model=str(quant_pair("int4-g32-asym", tokenizer=True)[0]), dtype="float32", num_blocks=64,
+              enable_prefix_caching=False)  # each run computes the long prompt afresh
+    long_prompt = [[(7 * i) % 200 + 3 for i in range(300)]]
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True, logprobs=2)
+    results = []
+    for team in (True, False):
+        llm.generate(PROMPTS[:1], SamplingParams(max_tokens=2))  # builds the plan
+        llm.engine.runner.model.decode_plan.plan.set_team(team)
+        outs = run(llm, True) + [(o.outputs[0].token_ids, [lp.logprob for lp in o.outputs[0].logprobs])
+                                 for o in llm.generate(long_prompt, params)]
+        results.append(outs)
+    assert results[0] == results[1]
+
+
+def test_an_error_inside_the_parallel_region_is_raised_after_it(quant_pair, monkeypatch) -> None:
+    """A bad input found by one thread inside the region (here a KV slot outside the cache) is raised
+    as an error naming it once every thread has left the region: no hang, no crash."""
+    plan_or_skip()
+    llm = LLM(model=str(quant_pair("int4-g32-asym", tokenizer=True)[0]), dtype="float32", num_blocks=32)
+    dp = llm.engine.runner.model.decode_plan
+    captured: list = []
+    original = dp.for_step
+
+    class Recorder:  # the plan, recording the arguments of its runs
+        def __init__(self, plan):
+            self.plan = plan
+
+        def run(self, *args):
+            captured[:] = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+            return self.plan.run(*args)
+
+    monkeypatch.setattr(dp, "for_step", lambda *a: None if (p := original(*a)) is None else Recorder(p))
+    llm.generate(PROMPTS[:1], SamplingParams(max_tokens=3))
+    hidden, positions, caches, slots, tables, lens = captured
+    with pytest.raises(RuntimeError, match="slot 1000000000 is outside the KV cache"):
+        dp.plan.run(hidden, positions, caches, torch.full_like(slots, 10**9), tables, lens)
+    assert llm.generate(PROMPTS[:1], SamplingParams(max_tokens=3))[0].outputs[0].token_ids  # still serves

@@ -33,6 +33,7 @@ TORCH_LIBRARY(neutrino_cpu, m) {
       .def("add_dense", &DecoderPlan::add_dense)
       .def("add_lowbit", &DecoderPlan::add_lowbit)
       .def("num_layers", &DecoderPlan::num_layers)
+      .def("set_team", &DecoderPlan::set_team)
       .def("run", &DecoderPlan::run);
 }
 

@@ -18,6 +18,7 @@
 #include <immintrin.h>
 #endif
 
+#include "dense.h"
 #include "kernels.h"
 #include "vec.h"
 
@@ -202,32 +203,55 @@ void linear_rows(const float* x, int64_t M, int64_t K, const W* w, float* y, int
 
 namespace neutrino {
 
-at::Tensor dense_linear(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+DenseCall::DenseCall(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias)
+    : weight_(weight), bias_(bias.has_value() && bias->defined() ? bias : c10::nullopt) {
   TORCH_CHECK(x.device().is_cpu() && weight.device().is_cpu(), "dense_linear: CPU tensors expected");
   TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), "dense_linear: x [M, K] and ",
               "weight [N, K] expected, got ", x.sizes(), " and ", weight.sizes());
   TORCH_CHECK(weight.is_contiguous(), "dense_linear: weight must be contiguous");
-  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
-  at::Tensor xf = x.to(at::kFloat).contiguous();
+  M_ = x.size(0), K_ = x.size(1), N_ = weight.size(0);
+  xf_ = x.to(at::kFloat).contiguous();
   if (weight.scalar_type() == at::kBFloat16) {
-    if (xf.data_ptr() == x.data_ptr()) xf = xf.clone();  // rearranged in place below: never the caller's x
-    pair_layout(xf.data_ptr<float>(), M, K);
+    if (xf_.data_ptr() == x.data_ptr()) xf_ = xf_.clone();  // rearranged in place below: never the caller's x
+    pair_layout(xf_.data_ptr<float>(), M_, K_);
   }
-  at::Tensor y = at::empty({M, N}, x.options().dtype(at::kFloat));
-  if (M > 0 && N > 0) {
-    const float* xp = xf.data_ptr<float>();
-    float* yp = y.data_ptr<float>();
-    dispatch_float(weight.scalar_type(), "dense_linear", [&](auto tag) {
-      using W = decltype(tag);
-      const W* wp = weight.data_ptr<W>();
-      const int64_t blocks = (N + kRows - 1) / kRows;
-      at::parallel_for(0, blocks, 16, [&](int64_t b0, int64_t b1) {
-        linear_rows(xp, M, K, wp, yp, N, b0 * kRows, std::min(N, b1 * kRows));
-      });
+  if (x.scalar_type() != at::kFloat) yf_ = at::empty({M_, N_}, x.options().dtype(at::kFloat));
+}
+
+int64_t DenseCall::blocks() const { return (N_ + kRows - 1) / kRows; }
+
+void DenseCall::rows(const at::Tensor& y, int64_t b0, int64_t b1) const {
+  TORCH_CHECK(y.is_contiguous() && y.dim() == 2 && y.size(0) == M_ && y.size(1) == N_ &&
+              (yf_.defined() ? y.scalar_type() != at::kFloat : y.scalar_type() == at::kFloat),
+              "dense rows: y must be a contiguous [", M_, ", ", N_, "] of x's dtype");
+  const int64_t n0 = b0 * kRows, n1 = std::min(N_, b1 * kRows);
+  if (M_ == 0 || n0 >= n1) return;
+  float* yp = yf_.defined() ? yf_.data_ptr<float>() : y.data_ptr<float>();
+  dispatch_float(weight_.scalar_type(), "dense_linear", [&](auto tag) {
+    using W = decltype(tag);
+    linear_rows(xf_.data_ptr<float>(), M_, K_, weight_.data_ptr<W>(), yp, N_, n0, n1);
+  });
+  if (bias_.has_value())
+    dispatch_float(bias_->scalar_type(), "dense_linear bias", [&](auto tag) {
+      using B = decltype(tag);
+      const B* bp = bias_->data_ptr<B>();
+      for (int64_t m = 0; m < M_; ++m)
+        for (int64_t n = n0; n < n1; ++n) yp[m * N_ + n] += static_cast<float>(bp[n]);
     });
-  }
-  if (bias.has_value() && bias->defined()) y.add_(*bias);
-  return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
+  if (yf_.defined())
+    dispatch_float(y.scalar_type(), "dense_linear y", [&](auto tag) {
+      using T = decltype(tag);
+      T* out = y.data_ptr<T>();
+      for (int64_t m = 0; m < M_; ++m)
+        for (int64_t n = n0; n < n1; ++n) out[m * N_ + n] = static_cast<T>(yp[m * N_ + n]);
+    });
+}
+
+at::Tensor dense_linear(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+  const DenseCall call(x, weight, bias);
+  at::Tensor y = at::empty({x.size(0), weight.size(0)}, x.options());
+  at::parallel_for(0, call.blocks(), 16, [&](int64_t b0, int64_t b1) { call.rows(y, b0, b1); });
+  return y;
 }
 
 }  // namespace neutrino

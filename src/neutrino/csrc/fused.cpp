@@ -2,7 +2,7 @@
 // rows. Each op does in one pass what the eager path does in four to six, with the same roundings to
 // the dtype at the same points (round8<T>), so results equal the eager path's except where fp32
 // reduction order or the exp approximation moves a value across a rounding boundary:
-// - add_rms_norm_: residual <- T(x + residual); x <- T(w * T(rms_norm(residual))).
+// - add_rms_norm_: residual <- T(x + residual); x <- T(w * T(rms_norm(residual))) (add_rms_norm_out: into out).
 // - rms_norm_out: out <- T(w * T(rms_norm(x))).
 // - rotary_neox_: x[t, h] <- T(T(x * cos) + T(rotate_half(x) * sin)) in place (q and k heads in one call).
 // - silu_and_mul_out: out <- T(T(silu(gate)) * up).
@@ -85,26 +85,33 @@ namespace neutrino {
 
 bool fused_supported(int64_t n) { return NEUTRINO_HAVE_FUSED && n > 0 && n % 8 == 0; }
 
-void add_rms_norm_(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight, double eps) {
+void add_rms_norm_out(const at::Tensor& out, const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
+                      double eps) {
   const int64_t n = weight.numel();
-  TORCH_CHECK(fused_supported(n), "add_rms_norm_: unsupported size ", n, " or CPU");
-  check_dtype(x, "add_rms_norm_");
+  TORCH_CHECK(fused_supported(n), "add_rms_norm: unsupported size ", n, " or CPU");
+  check_dtype(x, "add_rms_norm");
   check_rows(x, "x", n, x.scalar_type());
+  check_rows(out, "out", n, x.scalar_type());
   check_rows(residual, "residual", n, x.scalar_type());
-  TORCH_CHECK(residual.size(0) == x.size(0) && weight.is_contiguous() && weight.scalar_type() == x.scalar_type(),
-              "add_rms_norm_: shapes or weight dtype do not match");
+  TORCH_CHECK(residual.size(0) == x.size(0) && out.size(0) == x.size(0) && weight.is_contiguous() &&
+              weight.scalar_type() == x.scalar_type(), "add_rms_norm: shapes or weight dtype do not match");
 #if NEUTRINO_HAVE_FUSED
-  dispatch_float(x.scalar_type(), "add_rms_norm_", [&](auto tag) {
+  dispatch_float(x.scalar_type(), "add_rms_norm", [&](auto tag) {
     using T = decltype(tag);
-    auto* xp = static_cast<T*>(x.data_ptr());
+    auto* op = static_cast<T*>(out.data_ptr());
+    const auto* xp = static_cast<const T*>(x.data_ptr());
     auto* rp = static_cast<T*>(residual.data_ptr());
     const auto* wp = static_cast<const T*>(weight.data_ptr());
-    const int64_t xs = x.stride(0), rs = residual.stride(0);
+    const int64_t xs = x.stride(0), os = out.stride(0), rs = residual.stride(0);
     at::parallel_for(0, x.size(0), 16, [&](int64_t lo, int64_t hi) {
-      for (int64_t t = lo; t < hi; ++t) norm_row(xp + t * xs, xp + t * xs, rp + t * rs, wp, n, float(eps));
+      for (int64_t t = lo; t < hi; ++t) norm_row(op + t * os, xp + t * xs, rp + t * rs, wp, n, float(eps));
     });
   });
 #endif
+}
+
+void add_rms_norm_(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight, double eps) {
+  add_rms_norm_out(x, x, residual, weight, eps);
 }
 
 void rms_norm_out(const at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, double eps) {

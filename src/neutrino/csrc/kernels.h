@@ -25,6 +25,8 @@ bool prefill_supported(int64_t head_dim);
 // fused.cpp: float32/bf16/fp16 elementwise kernels (AVX2, so every variant).
 bool fused_supported(int64_t n);
 void add_rms_norm_(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight, double eps);
+void add_rms_norm_out(const at::Tensor& out, const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
+                      double eps);
 void rms_norm_out(const at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, double eps);
 void rotary_neox_(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& positions);
 void silu_and_mul_out(const at::Tensor& out, const at::Tensor& x);

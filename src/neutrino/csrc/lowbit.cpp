@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "lowbit.h"
 #include "lowbit_int.h"
 #include "vec.h"
 
@@ -415,83 +416,98 @@ void load_x(const T* xp, int64_t x_s0, int64_t M, int64_t K, int64_t gs, float* 
       }
 }
 
-// One ATen allocation per call (the output): x is converted (and quantized) into local buffers, and each
-// task converts its own output rows, so a batch-1 call costs little beyond the kernel itself.
-// `exact`: the fp32-FMA path (y = x @ W^T up to summation order) instead of the integer one (int8
-// activations); the fp32 path also serves CPUs without VNNI/VBMI and groups that are not a multiple of 16.
 }  // namespace
 
 namespace neutrino {
 
+// One ATen allocation per call (the output): x is converted (and quantized) into local buffers, and each
+// task converts its own output rows, so a batch-1 call costs little beyond the kernel itself.
+// `exact`: the fp32-FMA path (y = x @ W^T up to summation order) instead of the integer one (int8
+// activations); the fp32 path also serves CPUs without VNNI/VBMI and groups that are not a multiple of 16.
+LowbitCall::LowbitCall(const at::Tensor& x, int64_t bits, const at::Tensor& q, const at::Tensor& scales,
+                       const c10::optional<at::Tensor>& offsets, int64_t group_size, bool exact)
+    : bits_(bits), K_(check_blocked(bits, q, scales, offsets, group_size)), gs_(group_size),
+      off_(offsets.has_value()), xtype_(x.scalar_type()), stype_(scales.scalar_type()), q_(q.data_ptr()),
+      s_(scales.data_ptr()), o_(off_ ? offsets->data_ptr() : nullptr) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == K_ && x.stride(1) == 1, "x: [M, K] with unit column stride");
+  M_ = x.size(0), G_ = scales.size(1), nblk_ = q.size(0);
+#if NEUTRINO_HAVE_VNNI || NEUTRINO_HAVE_AVX2
+  B_ = exact ? 0 : act_block(group_size);
+#else
+  B_ = 0;
+#endif
+  const bool integer = B_ > 0;
+  xf_.resize(M_ * K_);
+  xg_.resize(off_ ? M_ * G_ : 0);
+  dispatch_float(xtype_, "lowbit_linear x", [&](auto tag) {
+    using T = decltype(tag);
+    load_x<T>(x.data_ptr<T>(), x.stride(0), M_, K_, gs_, xf_.data(), off_ && !integer ? xg_.data() : nullptr);
+  });
+  if (integer) {
+    xq_.resize(M_ * K_);
+    xs_.resize(M_ * K_ / B_);
+#if NEUTRINO_HAVE_VNNI
+    xc_.resize(M_ * K_ / B_);
+    quantize_blocks(xf_.data(), M_, K_, B_, gs_, bits == 4, xq_.data(), xs_.data(), xc_.data(),
+                    off_ ? xg_.data() : nullptr);
+#else
+    avx2_quantize(xf_.data(), M_, K_, B_, gs_, bits == 4, xq_.data(), xs_.data(), off_ ? xg_.data() : nullptr);
+#endif
+  }
+  if (xtype_ != at::kFloat) yf_.resize(M_ * nblk_ * 16);
+}
+
+int64_t LowbitCall::grain() const { return std::max<int64_t>(4, 65536 / (16 * K_)); }
+
+void LowbitCall::rows(const at::Tensor& y, int64_t b0, int64_t b1) const {
+  const int64_t N = nblk_ * 16, M = M_;
+  TORCH_CHECK(y.scalar_type() == xtype_ && y.is_contiguous() && y.dim() == 2 && y.size(0) == M && y.size(1) == N,
+              "lowbit rows: y must be a contiguous [", M, ", ", N, "] of x's dtype");
+  const bool direct = xtype_ == at::kFloat, off = off_;
+  float* yout = direct ? y.data_ptr<float>() : yf_.data();
+  const float* xg = off ? xg_.data() : nullptr;
+  LBArgs a{xf_.data(), K_, xg, static_cast<const uint8_t*>(q_), s_, o_, G_, gs_, N, yout};
+  VNArgs v{xq_.data(), xs_.data(), xc_.data(), xg, a.q, a.s, a.o, K_, B_, G_, gs_, N, yout};
+  const int scale_type = stype_ == at::kFloat ? 0 : stype_ == at::kBFloat16 ? 1 : 2;
+  const int64_t bits = bits_;
+  const bool integer = B_ > 0;
+  dispatch_float(stype_, "lowbit_linear scales", [&](auto tag) {
+    using SC = decltype(tag);
+#if NEUTRINO_HAVE_VNNI
+    if (integer) {
+      if (bits == 8) { if (off) vn_run<8, SC, true>(v, b0, b1, M); else vn_run<8, SC, false>(v, b0, b1, M); }
+      else { if (off) vn_run<4, SC, true>(v, b0, b1, M); else vn_run<4, SC, false>(v, b0, b1, M); }
+    } else
+#else
+    if (integer) avx2_integer_blocks(v, static_cast<int>(bits), scale_type, b0, b1, M); else
+#endif
+    {
+#if NEUTRINO_HAVE_AVX512 || NEUTRINO_HAVE_AVX2
+      if (bits == 8) { if (off) lb_run<8, SC, true>(a, b0, b1, M); else lb_run<8, SC, false>(a, b0, b1, M); }
+      else { if (off) lb_run<4, SC, true>(a, b0, b1, M); else lb_run<4, SC, false>(a, b0, b1, M); }
+#else
+      if (bits == 8) lb_run_generic<8, SC>(a, b0, b1, M); else lb_run_generic<4, SC>(a, b0, b1, M);
+#endif
+    }
+  });
+  (void)scale_type;
+  if (!direct)
+    dispatch_float(xtype_, "lowbit_linear y", [&](auto tag) {
+      using T = decltype(tag);
+      T* yp = y.data_ptr<T>();
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = b0 * 16; n < b1 * 16; ++n) yp[m * N + n] = static_cast<T>(yf_[m * N + n]);
+    });
+}
+
 at::Tensor lowbit_linear(const at::Tensor& x, int64_t bits, const at::Tensor& q, const at::Tensor& scales,
                          const c10::optional<at::Tensor>& offsets, int64_t group_size, bool exact) {
-  const int64_t K = check_blocked(bits, q, scales, offsets, group_size);
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == K && x.stride(1) == 1, "x: [M, K] with unit column stride");
-  const int64_t M = x.size(0), G = scales.size(1), NBLK = q.size(0), N = NBLK * 16;
-  const bool off = offsets.has_value();
-#if NEUTRINO_HAVE_VNNI || NEUTRINO_HAVE_AVX2
-  const int64_t B = exact ? 0 : act_block(group_size);
-#else
-  const int64_t B = 0;
-#endif
-  const bool integer = B > 0;
-  std::vector<float> xf(M * K), xg(off ? M * G : 0);
-  dispatch_float(x.scalar_type(), "lowbit_linear x", [&](auto tag) {
-    using T = decltype(tag);
-    load_x<T>(x.data_ptr<T>(), x.stride(0), M, K, group_size, xf.data(), off && !integer ? xg.data() : nullptr);
-  });
-  std::vector<int8_t> xq(integer ? M * K : 0);
-  std::vector<float> xs(integer ? M * K / B : 0);
-  std::vector<int32_t> xc(integer ? M * K / B : 0);
-#if NEUTRINO_HAVE_VNNI
-  if (integer)
-    quantize_blocks(xf.data(), M, K, B, group_size, bits == 4, xq.data(), xs.data(), xc.data(),
-                    off ? xg.data() : nullptr);
-#else
-  if (integer) avx2_quantize(xf.data(), M, K, B, group_size, bits == 4, xq.data(), xs.data(), off ? xg.data() : nullptr);
-#endif
-  at::Tensor y = at::empty({M, N}, x.options());
-  const bool direct = x.scalar_type() == at::kFloat;
-  std::vector<float> yf(direct ? 0 : M * N);
-  float* yout = direct ? y.data_ptr<float>() : yf.data();
-  LBArgs a{xf.data(), K, off ? xg.data() : nullptr, static_cast<const uint8_t*>(q.data_ptr()), scales.data_ptr(),
-           off ? offsets->data_ptr() : nullptr, G, group_size, N, yout};
-  VNArgs v{xq.data(), xs.data(), xc.data(), off ? xg.data() : nullptr, a.q, a.s, a.o, K, B, G, group_size, N, yout};
-  const int scale_type = scales.scalar_type() == at::kFloat ? 0 : scales.scalar_type() == at::kBFloat16 ? 1 : 2;
-  const int64_t grain = std::max<int64_t>(4, 65536 / (16 * K));  // row blocks per task
-  dispatch_float(scales.scalar_type(), "lowbit_linear scales", [&](auto tag) {
-    using SC = decltype(tag);
-    at::parallel_for(0, NBLK, grain, [&](int64_t b0, int64_t b1) {
-#if NEUTRINO_HAVE_VNNI
-      if (integer) {
-        if (bits == 8) { if (off) vn_run<8, SC, true>(v, b0, b1, M); else vn_run<8, SC, false>(v, b0, b1, M); }
-        else { if (off) vn_run<4, SC, true>(v, b0, b1, M); else vn_run<4, SC, false>(v, b0, b1, M); }
-      } else
-#else
-      if (integer) avx2_integer_blocks(v, static_cast<int>(bits), scale_type, b0, b1, M); else
-#endif
-      {
-#if NEUTRINO_HAVE_AVX512 || NEUTRINO_HAVE_AVX2
-        if (bits == 8) { if (off) lb_run<8, SC, true>(a, b0, b1, M); else lb_run<8, SC, false>(a, b0, b1, M); }
-        else { if (off) lb_run<4, SC, true>(a, b0, b1, M); else lb_run<4, SC, false>(a, b0, b1, M); }
-#else
-        if (bits == 8) lb_run_generic<8, SC>(a, b0, b1, M); else lb_run_generic<4, SC>(a, b0, b1, M);
-#endif
-      }
-      if (!direct)
-        dispatch_float(x.scalar_type(), "lowbit_linear y", [&](auto otag) {
-          using T = decltype(otag);
-          T* yp = y.data_ptr<T>();
-          for (int64_t m = 0; m < M; ++m)
-            for (int64_t n = b0 * 16; n < b1 * 16; ++n) yp[m * N + n] = static_cast<T>(yf[m * N + n]);
-        });
-    });
-  });
+  const LowbitCall call(x, bits, q, scales, offsets, group_size, exact);
+  at::Tensor y = at::empty({x.size(0), call.blocks() * 16}, x.options());
+  at::parallel_for(0, call.blocks(), call.grain(), [&](int64_t b0, int64_t b1) { call.rows(y, b0, b1); });
   return y;
 }
 
-// Rows [n0, n1) of W as W^T[K, n1 - n0]: W^T[k, 16 b + i] = q * s + o, in tiles of 16 row blocks x 32
-// columns (keeps the pages touched within the TLB's reach).
 }  // namespace neutrino
 
 namespace {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "paged_decode.h"
 #include "vec.h"
 
 namespace {
@@ -391,83 +392,94 @@ UnitFn pick_unit(int64_t D, bool force_generic, bool dot_ok) {
 // same whatever it is batched with and however many threads run (batch invariance).
 constexpr int64_t kSplitTokens = 256;
 
+// The schedule of one call: sequence b owns units [first[b], first[b + 1]); split sequences also own
+// partial-state slots, merged by whichever thread finishes a sequence's last part.
 template <typename QT>
-void run(const Params& p, UnitFn unit) {
-  const int64_t Hq = p.Hkv * p.G, HD = Hq * p.D;
-  const int64_t state = 2 * HD + 2 * Hq;   // qf, acc, m, l
-  const int64_t part_state = HD + 2 * Hq;  // acc, m, l
-  const int64_t split = (kSplitTokens + p.bs - 1) / p.bs * p.bs;
-  // Units: sequence b owns units [first[b], first[b + 1]); split sequences also own partial-state slots.
-  std::vector<int64_t> first(p.B + 1, 0), slot(p.B, -1);
-  int64_t total_len = 0, num_slots = 0;
-  for (int64_t b = 0; b < p.B; ++b) {
-    const int64_t len = p.seq_lens[b], parts = std::max<int64_t>(1, (len + split - 1) / split);
-    first[b + 1] = first[b] + parts;
-    if (parts > 1) {
-      slot[b] = num_slots;
-      num_slots += parts;
-    }
-    total_len += len;
-  }
-  const int64_t num_units = first[p.B];
-  std::vector<float> partial(num_slots * part_state);
-  std::unique_ptr<std::atomic<int64_t>[]> remaining(new std::atomic<int64_t>[p.B]);
-  for (int64_t b = 0; b < p.B; ++b) remaining[b].store(first[b + 1] - first[b], std::memory_order_relaxed);
-
-  // Combines the parts of sequence b (run by whichever thread finishes its last part).
-  auto merge = [&](int64_t b, float* st) {
-    const int64_t parts = first[b + 1] - first[b];
-    const float* base = partial.data() + slot[b] * part_state;
-    float* acc = st + HD;
-    float* l = st + 2 * HD + Hq;
-    for (int64_t hq = 0; hq < Hq; ++hq) {
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < parts; ++j) mx = std::max(mx, base[j * part_state + HD + hq]);
-      float* a = acc + hq * p.D;
-      std::fill(a, a + p.D, 0.f);
-      l[hq] = 0.f;
-      for (int64_t j = 0; j < parts; ++j) {
-        const float* pj = base + j * part_state;
-        const float w = std::exp(pj[HD + hq] - mx);  // every part is non-empty, so mx is finite
-        l[hq] += w * pj[HD + Hq + hq];
-        for (int64_t d = 0; d < p.D; ++d) a[d] += w * pj[hq * p.D + d];
+class Job final : public neutrino::DecodeAttention::Work {
+ public:
+  Job(const Params& p, UnitFn unit)
+      : p_(p), unit_(unit), Hq_(p.Hkv * p.G), HD_(Hq_ * p.D), part_(HD_ + 2 * Hq_),
+        split_((kSplitTokens + p.bs - 1) / p.bs * p.bs), first_(p.B + 1, 0), slot_(p.B, -1),
+        remaining_(new std::atomic<int64_t>[p.B]) {
+    int64_t num_slots = 0;
+    for (int64_t b = 0; b < p.B; ++b) {
+      const int64_t len = p.seq_lens[b], parts = std::max<int64_t>(1, (len + split_ - 1) / split_);
+      first_[b + 1] = first_[b] + parts;
+      if (parts > 1) {
+        slot_[b] = num_slots;
+        num_slots += parts;
       }
+      total_len_ += len;
+      remaining_[b].store(parts, std::memory_order_relaxed);
     }
-    store_out<QT>(p, b, acc, l);
-  };
+    partial_.resize(num_slots * part_);
+  }
+  void rebind(const void* k, const void* v) override {
+    p_.k = k;
+    p_.v = v;
+    for (int64_t b = 0; b < p_.B; ++b) remaining_[b].store(first_[b + 1] - first_[b], std::memory_order_relaxed);
+  }
+  int64_t units() const override { return first_[p_.B]; }
+  int64_t scratch_floats() const override { return 2 * HD_ + 2 * Hq_; }  // qf, acc, m, l
+  bool parallel() const override { return total_len_ * HD_ >= kMinParallelWork; }
 
-  auto work = [&](int64_t i, float* st) {
-    const int64_t b = std::upper_bound(first.begin(), first.end(), i) - first.begin() - 1;
-    const int64_t j = i - first[b], len = p.seq_lens[b];
+  void run(int64_t i, float* st) override {
+    const int64_t b = std::upper_bound(first_.begin(), first_.end(), i) - first_.begin() - 1;
+    const int64_t j = i - first_[b], len = p_.seq_lens[b];
     float* qf = st;
-    float* acc = st + HD;
-    float* m = st + 2 * HD;
-    float* l = m + Hq;
-    load_q<QT>(p, b, qf);
-    std::fill(acc, acc + HD, 0.f);
-    std::fill(m, m + Hq, -std::numeric_limits<float>::infinity());
-    std::fill(l, l + Hq, 0.f);
-    unit(p, b, j * split, std::min(len, (j + 1) * split), qf, acc, m, l);
-    if (slot[b] < 0) {
-      store_out<QT>(p, b, acc, l);
+    float* acc = st + HD_;
+    float* m = st + 2 * HD_;
+    float* l = m + Hq_;
+    load_q<QT>(p_, b, qf);
+    std::fill(acc, acc + HD_, 0.f);
+    std::fill(m, m + Hq_, -std::numeric_limits<float>::infinity());
+    std::fill(l, l + Hq_, 0.f);
+    unit_(p_, b, j * split_, std::min(len, (j + 1) * split_), qf, acc, m, l);
+    if (slot_[b] < 0) {
+      store_out<QT>(p_, b, acc, l);
       return;
     }
-    std::copy(acc, acc + part_state, partial.data() + (slot[b] + j) * part_state);  // acc, m, l are contiguous
-    if (remaining[b].fetch_sub(1, std::memory_order_acq_rel) == 1) merge(b, st);
-  };
+    std::copy(acc, acc + part_, partial_.data() + (slot_[b] + j) * part_);  // acc, m, l are contiguous
+    if (remaining_[b].fetch_sub(1, std::memory_order_acq_rel) == 1) merge(b, st);
+  }
 
-  int64_t nthreads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  if (total_len * HD < kMinParallelWork) nthreads = 1;
-  parallel_dynamic(num_units, nthreads, state, work);
-}
+ private:
+  void merge(int64_t b, float* st) {
+    const int64_t parts = first_[b + 1] - first_[b];
+    const float* base = partial_.data() + slot_[b] * part_;
+    float* acc = st + HD_;
+    float* l = st + 2 * HD_ + Hq_;
+    for (int64_t hq = 0; hq < Hq_; ++hq) {
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < parts; ++j) mx = std::max(mx, base[j * part_ + HD_ + hq]);
+      float* a = acc + hq * p_.D;
+      std::fill(a, a + p_.D, 0.f);
+      l[hq] = 0.f;
+      for (int64_t j = 0; j < parts; ++j) {
+        const float* pj = base + j * part_;
+        const float w = std::exp(pj[HD_ + hq] - mx);  // every part is non-empty, so mx is finite
+        l[hq] += w * pj[HD_ + Hq_ + hq];
+        for (int64_t d = 0; d < p_.D; ++d) a[d] += w * pj[hq * p_.D + d];
+      }
+    }
+    store_out<QT>(p_, b, acc, l);
+  }
+
+  Params p_;
+  UnitFn unit_;
+  int64_t Hq_, HD_, part_, split_, total_len_ = 0;
+  std::vector<int64_t> first_, slot_;
+  std::vector<float> partial_;
+  std::unique_ptr<std::atomic<int64_t>[]> remaining_;
+};
 
 }  // namespace
 
 namespace neutrino {
 
-void paged_decode_attention(const at::Tensor& out, const at::Tensor& q, const at::Tensor& key_cache,
-                            const at::Tensor& value_cache, const at::Tensor& block_tables,
-                            const at::Tensor& seq_lens, double scale, bool force_generic) {
+DecodeAttention::DecodeAttention(const at::Tensor& out, const at::Tensor& q, const at::Tensor& key_cache,
+                                 const at::Tensor& value_cache, const at::Tensor& block_tables,
+                                 const at::Tensor& seq_lens, double scale, bool force_generic, bool split_heads) {
   TORCH_CHECK(q.device().is_cpu() && out.device().is_cpu() && key_cache.device().is_cpu() &&
                   value_cache.device().is_cpu() && block_tables.device().is_cpu() && seq_lens.device().is_cpu(),
               "paged_decode_attention: all tensors must be on the CPU");
@@ -521,12 +533,43 @@ void paged_decode_attention(const at::Tensor& out, const at::Tensor& q, const at
     case at::kHalf: unit = pick_unit<c10::Half>(D, force_generic, false); break;
     default: TORCH_CHECK(false, "unsupported KV cache dtype ", key_cache.scalar_type());
   }
-  switch (q.scalar_type()) {
-    case at::kFloat: run<float>(p, unit); break;
-    case at::kBFloat16: run<c10::BFloat16>(p, unit); break;
-    case at::kHalf: run<c10::Half>(p, unit); break;
-    default: TORCH_CHECK(false, "unsupported q dtype ", q.scalar_type());
+  // One job per kv head when split (a head's Params: Hkv = 1, pointers at its first element).
+  heads_ = split_heads ? Hkv : 1;
+  kv_es_ = key_cache.element_size();
+  k_s2_ = key_cache.stride(2);
+  v_s2_ = value_cache.stride(2);
+  const int64_t qes = q.element_size();
+  for (int64_t h = 0; h < heads_; ++h) {
+    Params ph = p;
+    if (heads_ > 1) {
+      ph.Hkv = 1;
+      ph.q = static_cast<const char*>(p.q) + h * p.G * p.q_s1 * qes;
+      ph.out = static_cast<char*>(p.out) + h * p.G * p.o_s1 * qes;
+      ph.k = static_cast<const char*>(p.k) + h * k_s2_ * kv_es_;
+      ph.v = static_cast<const char*>(p.v) + h * v_s2_ * kv_es_;
+    }
+    switch (q.scalar_type()) {
+      case at::kFloat: works_.push_back(std::make_unique<Job<float>>(ph, unit)); break;
+      case at::kBFloat16: works_.push_back(std::make_unique<Job<c10::BFloat16>>(ph, unit)); break;
+      case at::kHalf: works_.push_back(std::make_unique<Job<c10::Half>>(ph, unit)); break;
+      default: TORCH_CHECK(false, "unsupported q dtype ", q.scalar_type());
+    }
   }
+}
+
+void DecodeAttention::rebind(const void* key_cache, const void* value_cache) {
+  for (int64_t h = 0; h < static_cast<int64_t>(works_.size()); ++h)
+    works_[h]->rebind(static_cast<const char*>(key_cache) + h * k_s2_ * kv_es_,
+                      static_cast<const char*>(value_cache) + h * v_s2_ * kv_es_);
+}
+
+
+void paged_decode_attention(const at::Tensor& out, const at::Tensor& q, const at::Tensor& key_cache,
+                            const at::Tensor& value_cache, const at::Tensor& block_tables,
+                            const at::Tensor& seq_lens, double scale, bool force_generic) {
+  DecodeAttention job(out, q, key_cache, value_cache, block_tables, seq_lens, scale, force_generic, false);
+  const int64_t nthreads = !job.parallel() || at::in_parallel_region() ? 1 : at::get_num_threads();
+  parallel_dynamic(job.units(), nthreads, job.scratch_floats(), [&](int64_t i, float* st) { job.run(i, st); });
 }
 
 std::string attention_isa() {
