@@ -107,3 +107,16 @@ def test_option_plumbing(smollm2_dir) -> None:
     with pytest.raises(InvalidParameterError, match="gguf_native.*needs a .gguf model"):
         LLM(model=str(smollm2_dir), gguf_native=True)
 
+
+
+def test_engine_gives_back_the_load_memory(smollm2_gguf) -> None:
+    """Once the engine is ready, no GGUF reader is cached and the file is no longer mapped (its map was
+    as large as the file and stayed resident); the engine still generates from the loaded weights."""
+    from neutrino.weights.gguf_loader import _open_cached
+
+    path = smollm2_gguf
+    llm = LLM(gguf_native=True, num_blocks=16)  # the packaged SmolLM2 GGUF
+    assert _open_cached.cache_info().currsize == 0
+    with open("/proc/self/maps") as maps:
+        assert str(path.resolve()) not in maps.read()
+    assert len(llm.generate([IDS[:5]], SamplingParams(temperature=0, max_tokens=3))[0].outputs[0].token_ids) == 3

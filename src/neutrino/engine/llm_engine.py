@@ -13,6 +13,7 @@ from neutrino.config import CacheConfig, ModelConfig, SchedulerConfig
 from neutrino.engine.args import EngineArgs
 from neutrino.engine.detokenizer import IncrementalDetokenizer
 from neutrino.engine.limits import EngineInfo
+from neutrino.engine.load_memory import release_load_memory
 from neutrino.engine.request_state import ChildState, ParentState
 from neutrino.errors import InvalidParameterError
 from neutrino.models.catalog import get_model_class
@@ -73,6 +74,7 @@ class LLMEngine:
             self.resolved.name, str(self.resolved.path), str(self.resolved.tokenizer_path or self.resolved.path),
             self.max_model_len, self.model_config.vocab_size, args.block_size,
             self.scheduler.kv_cache_manager.num_usable_blocks, args.max_num_seqs)
+        release_load_memory()
         logger.info("engine ready: %s on %s (%s), %d KV blocks of %d tokens, max_model_len %d",
                     self.resolved.name, self.device, self.dtype, self.runner.num_blocks, args.block_size,
                     self.max_model_len)

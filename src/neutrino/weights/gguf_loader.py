@@ -68,6 +68,11 @@ def open_gguf(path: Path) -> Any:
     return _open_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
+def release_readers() -> None:
+    """Drop the cached readers (their memory maps and parsed metadata): once a model is loaded."""
+    _open_cached.cache_clear()
+
+
 @functools.lru_cache(maxsize=2)
 def _open_cached(path: str, mtime_ns: int, size: int) -> Any:
     import gguf
