@@ -75,10 +75,10 @@ def release_readers() -> None:
 
 @functools.lru_cache(maxsize=2)
 def _open_cached(path: str, mtime_ns: int, size: int) -> Any:
-    import gguf
+    from neutrino.weights.gguf_reader import FastGGUFReader
 
     try:
-        return gguf.GGUFReader(path)
+        return FastGGUFReader(path)
     except Exception as e:  # the reader raises ValueError/struct/IndexError on garbage
         raise CheckpointError(f"{path}: not a valid GGUF file ({type(e).__name__}: {e})") from e
 
