@@ -49,3 +49,23 @@ def test_arrays_of_every_kind(tmp_path, order) -> None:
     w.write_tensors_to_file()
     w.close()
     assert_same(path)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.8])
+def test_a_truncated_file_is_an_error_naming_it(tmp_path, cut) -> None:
+    """A file cut inside its metadata arrays is a CheckpointError naming the file (not a hang on an
+    element count that no longer fits, not silently shorter arrays)."""
+    from neutrino.errors import CheckpointError
+    from neutrino.weights.gguf_loader import open_gguf
+
+    path = tmp_path / "cut.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_array("t.strings", [f"token-{i}" for i in range(2000)])
+    w.add_array("t.ints", list(range(2000)))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(CheckpointError, match="cut.gguf.*not a valid GGUF file"):
+        open_gguf(path)

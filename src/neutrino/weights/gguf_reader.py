@@ -66,9 +66,13 @@ class FastGGUFReader(gguf.GGUFReader):
         if sub == GGUFValueType.STRING:
             offsets = []
             raw, order = memoryview(self.data), self._int_order()  # type: ignore[arg-type]  # a memmap is a buffer
+            if n * 8 > len(raw) - offs:
+                raise ValueError(f"{name}: {n} strings do not fit in the file")
             for _ in range(n):
                 offsets.append(offs)
                 offs += 8 + int.from_bytes(raw[offs:offs + 8], order)
+                if offs > len(raw):
+                    raise ValueError(f"{name}: a string runs past the end of the file")
             head = [*head, itype, alen]
             data = list(range(len(head) + 1, len(head) + 2 * n, 2))
             lazy = _LazyStringParts(self, head, offsets)
@@ -78,6 +82,8 @@ class FastGGUFReader(gguf.GGUFReader):
             size, parts, idxs, types = self._get_field_parts(array_start, GGUFValueType.ARRAY)
             return ReaderField(start, name, [*head, *parts], [i + len(head) for i in idxs], types), array_start + size
         values = self._get(offs, nptype, n)
+        if values.size != n:
+            raise ValueError(f"{name}: {n} values do not fit in the file")
         head = [*head, itype, alen]
         data = [len(head)] if n else []
         return ReaderField(start, name, [*head, values], data, [GGUFValueType.ARRAY, sub]), offs + int(values.nbytes)
